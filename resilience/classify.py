@@ -1,0 +1,541 @@
+"""Map foreign exceptions (HTTP clients, sockets, Redis, parsers) into the Alchemiser hierarchy.
+
+A :class:`Classifier` holds rules registered per exception type. For an exception it walks the
+type's MRO, most specific class first, and tries that class's rules in order; the first rule
+that returns an error wins, a rule returning ``None`` falls through to the next candidate. An
+exception no rule claims becomes a plain :class:`~resilience.errors.AlchemiserError`, which its
+policy never retries.
+
+HTTP client libraries are recognised by duck typing (status, headers and body attributes, the
+class name and module of the exception), so none of them is imported here. Many of them subclass
+built-ins (every ``requests`` error is an ``OSError``), so in :func:`default_classifier` the
+HTTP/transport probe runs before the built-in rule of each type that has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import http.client
+import json
+import logging
+import math
+import re
+import socket
+import ssl
+import time
+import urllib.error
+from collections.abc import Callable
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, TypeAlias
+
+from pydantic_core import ValidationError as PydanticValidationError
+from redis import exceptions as redis_exceptions
+
+from resilience.errors import (
+    AlchemiserError,
+    ConfigurationError,
+    DatabaseError,
+    DataProviderError,
+    DuplicateOrderError,
+    FileOperationError,
+    InsufficientFundsError,
+    MarketDataError,
+    OrderExecutionError,
+    PositionValidationError,
+    RateLimitError,
+    SecurityError,
+    TradingClientError,
+    ValidationError,
+)
+
+__all__ = ["Classifier", "ClassifierRule", "Component", "default_classifier", "parse_retry_after"]
+
+Component: TypeAlias = Literal["trading", "market_data"]
+ClassifierRule: TypeAlias = Callable[[BaseException, Component], AlchemiserError | None]
+
+_log = logging.getLogger(__name__)
+
+_MAX_MESSAGE_CHARS = 500
+_MAX_BODY_CHARS = 4000
+_EPOCH_S_MIN = 1e9  # 2001-09-09: smaller "reset" values are delta seconds, not timestamps
+_EPOCH_MS_MIN = 1e11  # larger "reset" values are epoch milliseconds
+
+# Top-level packages of HTTP and streaming clients whose errors mean "the remote side failed".
+_NETWORK_ROOTS = frozenset(
+    {
+        "requests",
+        "urllib3",
+        "httpx",
+        "httpcore",
+        "h11",
+        "h2",
+        "aiohttp",
+        "websocket",
+        "websockets",
+        "alpaca",
+    }
+)
+_CONFIG_NAMES = frozenset(
+    {
+        "InvalidURL",
+        "InvalidSchema",
+        "MissingSchema",
+        "URLRequired",
+        "InvalidProxyURL",
+        "UnsupportedProtocol",
+        "LocationValueError",
+        "LocationParseError",
+        "URLSchemeUnknown",
+        "ProxySchemeUnknown",
+        "ProxySchemeUnsupported",
+    }
+)
+_BUG_NAMES = frozenset(
+    {
+        "LocalProtocolError",
+        "InvalidHeader",
+        "CookieConflict",
+        "StreamError",
+        "StreamConsumed",
+        "StreamConsumedError",
+        "StreamClosed",
+        "ResponseNotRead",
+        "RequestNotRead",
+        "UnrewindableBodyError",
+        "TooManyRedirects",
+    }
+)
+_GARBLED_NAMES = frozenset(
+    {"JSONDecodeError", "InvalidJSONError", "DecodingError", "ContentDecodingError", "DecodeError"}
+)
+_TIMEOUT_SUFFIXES = ("Timeout", "TimeoutError", "TimeoutException")
+
+_NETWORK_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ENETUNREACH",
+        "ENETDOWN",
+        "ENETRESET",
+        "EHOSTUNREACH",
+        "EHOSTDOWN",
+        "ECONNABORTED",
+        "ECONNRESET",
+        "ECONNREFUSED",
+        "ETIMEDOUT",
+        "EPIPE",
+    )
+    if hasattr(errno, name)
+)
+
+_REDIS_AUTH = (
+    redis_exceptions.AuthenticationError,
+    redis_exceptions.AuthorizationError,
+    redis_exceptions.AuthenticationWrongNumberOfArgsError,
+    redis_exceptions.NoPermissionError,
+)
+
+_INSUFFICIENT_RE = re.compile(
+    r"insufficient[\s_]+(buying|funds?|balance|cash|margin|equity|qty|quantity|shares|position|day)"
+)
+_REFUSED_ORDER_RE = re.compile(
+    r"wash[\s_-]+trade|pattern[\s_]+day[\s_]+trad|not[\s_]+tradable|not[\s_]+shortable"
+)
+_DUPLICATE_RE = re.compile(
+    r"client[\s_]?order[\s_]?id\W{0,4}\w*\W{0,4}(must[\s_]+be[\s_]+unique|unique|duplicate|"
+    r"already)|duplicate[\s_]+(client[\s_]+)?order"
+)
+_POSITION_RE = re.compile(
+    r"insufficient[\s_]+(qty|quantity|position|shares)|\bposition\b|qty[\s_]+available"
+)
+_DELTA_SECONDS_RE = re.compile(r"\d+(\.\d+)?")
+
+
+# --- safe accessors: foreign objects may raise from properties or __str__ ------------------
+
+
+def _attr(obj: object, name: str) -> Any:
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # a property that raises (alpaca's ``code``, httpx's ``request``)
+        return None
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__qualname__}>"
+
+
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _message(exc: BaseException) -> str:
+    text = _safe_str(exc)
+    message = f"{type(exc).__qualname__}: {text}" if text else type(exc).__qualname__
+    if len(message) > _MAX_MESSAGE_CHARS:
+        message = message[: _MAX_MESSAGE_CHARS - 3] + "..."
+    return message
+
+
+def _build(cls: type[AlchemiserError], exc: BaseException, **kwargs: Any) -> AlchemiserError:
+    return cls(_message(exc), **kwargs)
+
+
+def _as_status(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and 100 <= value <= 599:
+        return int(value)
+    return None
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries, by duck typing; ``None`` when it has none."""
+    if not isinstance(exc, Exception):  # SystemExit.code is an exit code, not a status
+        return None
+    for name in ("status_code", "status", "code"):
+        status = _as_status(_attr(exc, name))
+        if status is not None:
+            return status
+    response = _attr(exc, "response")
+    if response is None:
+        return None
+    for name in ("status_code", "status"):
+        status = _as_status(_attr(response, name))
+        if status is not None:
+            return status
+    return None
+
+
+def _lookup_header(headers: object, name: str) -> str | None:
+    if headers is None:
+        return None
+    try:
+        getter = getattr(headers, "get", None)
+        value = getter(name) if callable(getter) else None
+        if value is None and hasattr(headers, "items"):
+            wanted = name.lower()
+            value = next(
+                (v for k, v in headers.items() if isinstance(k, str) and k.lower() == wanted), None
+            )
+    except Exception:
+        return None
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return str(value)
+
+
+def _header(exc: BaseException, name: str) -> str | None:
+    for headers in (_attr(exc, "headers"), _attr(_attr(exc, "response"), "headers")):
+        value = _lookup_header(headers, name)
+        if value is not None:
+            return value
+    return None
+
+
+def _body_text(exc: BaseException) -> str:
+    """Lower-cased text of the response body, the exception's ``body`` and its message."""
+    parts: list[str] = []
+    for raw in (_attr(_attr(exc, "response"), "text"), _attr(exc, "body"), _safe_str(exc)):
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+        if isinstance(text, str) and text:
+            parts.append(text[:_MAX_BODY_CHARS])
+    return "\n".join(parts).lower()
+
+
+# --- Retry-After and rate-limit reset ------------------------------------------------------
+
+
+def parse_retry_after(
+    value: str | float | int | None, *, now_s: float | None = None
+) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (RFC 9110 §10.2.3).
+
+    Accepts delta-seconds (``"120"``, leniently ``"1.5"``) and HTTP-dates in the three formats
+    RFC 9110 allows; a number is taken as seconds. ``None`` when absent or unparseable; a date in
+    the past or a negative number gives ``0.0``, never a negative delay.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if _DELTA_SECONDS_RE.fullmatch(text):
+            seconds = float(text)
+        else:
+            until = _seconds_until_http_date(text, time.time() if now_s is None else now_s)
+            if until is None:
+                return None
+            seconds = until
+    else:
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+def _seconds_until_http_date(text: str, now_s: float) -> float | None:
+    if not text:
+        return None
+    try:
+        moment = parsedate_to_datetime(text)
+    except Exception:  # ValueError, TypeError, IndexError, OverflowError by Python version
+        return None
+    if moment.tzinfo is None:  # asctime form carries no zone; HTTP dates are always GMT
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp() - now_s
+
+
+def _seconds_until_reset(value: str | None, now_s: float) -> float | None:
+    """``X-RateLimit-Reset``: Unix seconds (Alpaca); epoch ms and small deltas also accepted."""
+    if value is None:
+        return None
+    try:
+        reset = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(reset):
+        return None
+    if reset >= _EPOCH_MS_MIN:
+        reset /= 1000.0
+    if reset >= _EPOCH_S_MIN:
+        return max(reset - now_s, 0.0)
+    return max(reset, 0.0)
+
+
+def _retry_after_s(exc: BaseException) -> float | None:
+    now_s = time.time()
+    hinted = parse_retry_after(_header(exc, "Retry-After"), now_s=now_s)
+    if hinted is not None:
+        return hinted
+    for name in ("X-RateLimit-Reset", "RateLimit-Reset"):
+        reset = _seconds_until_reset(_header(exc, name), now_s)
+        if reset is not None:
+            return reset
+    return None
+
+
+# --- families --------------------------------------------------------------------------------
+
+
+def _transient_family(component: Component) -> type[AlchemiserError]:
+    return MarketDataError if component == "market_data" else TradingClientError
+
+
+def _garbled_family(component: Component) -> type[AlchemiserError]:
+    return DataProviderError if component == "market_data" else TradingClientError
+
+
+def _refused_family(component: Component) -> type[AlchemiserError]:
+    return ValidationError if component == "market_data" else OrderExecutionError
+
+
+_STATUS_CLASSES: dict[int, type[AlchemiserError]] = {400: ValidationError, 401: SecurityError}
+
+
+def _forbidden_class(exc: BaseException, component: Component) -> type[AlchemiserError]:
+    body = _body_text(exc)
+    if _INSUFFICIENT_RE.search(body):
+        return InsufficientFundsError
+    if component == "trading" and _REFUSED_ORDER_RE.search(body):
+        return OrderExecutionError  # a refused order, not an intrusion: do not page security
+    return SecurityError
+
+
+def _unprocessable_class(exc: BaseException, component: Component) -> type[AlchemiserError]:
+    body = _body_text(exc)
+    if _DUPLICATE_RE.search(body):
+        return DuplicateOrderError
+    if _POSITION_RE.search(body):
+        return PositionValidationError
+    return _refused_family(component)
+
+
+def _from_status(exc: BaseException, status: int, component: Component) -> AlchemiserError:
+    retry_after_s: float | None = None
+    cls: type[AlchemiserError]
+    if status == 429:
+        cls, retry_after_s = RateLimitError, _retry_after_s(exc)
+    elif status == 408 or status >= 500:
+        cls, retry_after_s = _transient_family(component), _retry_after_s(exc)
+    elif status == 403:
+        cls = _forbidden_class(exc, component)
+    elif status == 422:
+        cls = _unprocessable_class(exc, component)
+    else:
+        cls = _STATUS_CLASSES.get(status) or _refused_family(component)
+    return _build(cls, exc, retry_after_s=retry_after_s)
+
+
+def _from_client_library(exc: BaseException, component: Component) -> AlchemiserError | None:
+    classes = [cls for cls in type(exc).__mro__ if cls.__module__.split(".")[0] in _NETWORK_ROOTS]
+    if not classes:
+        return None
+    for cls in classes:  # leaf first: requests' ConnectTimeout is a Timeout before anything
+        name = cls.__name__
+        if name in _CONFIG_NAMES:
+            return _build(ConfigurationError, exc)
+        if name in _BUG_NAMES:
+            return _build(AlchemiserError, exc)
+        if name in _GARBLED_NAMES:
+            return _build(_garbled_family(component), exc)
+        if name.endswith(_TIMEOUT_SUFFIXES):
+            return _build(_transient_family(component), exc)
+    # Anything else an HTTP client raises without a status is trouble on the wire.
+    return _build(_transient_family(component), exc)
+
+
+# --- default rules ---------------------------------------------------------------------------
+
+
+def _probe(exc: BaseException, component: Component) -> AlchemiserError | None:
+    """HTTP status first, then the identity of an HTTP client library's exception."""
+    if not isinstance(exc, Exception):
+        return None
+    status = _http_status(exc)
+    if status is not None and status >= 400:
+        return _from_status(exc, status, component)
+    if isinstance(exc, json.JSONDecodeError):
+        return _build(_garbled_family(component), exc)
+    return _from_client_library(exc, component)
+
+
+def _transient(exc: BaseException, component: Component) -> AlchemiserError | None:
+    return _build(_transient_family(component), exc)
+
+
+def _garbled(exc: BaseException, component: Component) -> AlchemiserError | None:
+    return _build(_garbled_family(component), exc)
+
+
+def _security(exc: BaseException, component: Component) -> AlchemiserError | None:
+    return _build(SecurityError, exc)
+
+
+def _validation(exc: BaseException, component: Component) -> AlchemiserError | None:
+    return _build(ValidationError, exc)
+
+
+def _os_error(exc: BaseException, component: Component) -> AlchemiserError | None:
+    if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
+        return _build(_transient_family(component), exc)
+    return _build(FileOperationError, exc)
+
+
+def _redis(exc: BaseException, component: Component) -> AlchemiserError | None:
+    if isinstance(exc, _REDIS_AUTH):  # wrong password or ACL: retrying cannot fix it
+        return _build(SecurityError, exc)
+    if isinstance(exc, redis_exceptions.DataError):  # the client passed a bad value
+        return _build(ValidationError, exc)
+    return _build(DatabaseError, exc)
+
+
+_DEFAULT_RULES: tuple[tuple[type[BaseException], ClassifierRule], ...] = (
+    (TimeoutError, _transient),  # also socket.timeout, asyncio and concurrent.futures ones
+    (ConnectionError, _transient),
+    (socket.gaierror, _transient),
+    (socket.herror, _transient),
+    (urllib.error.URLError, _transient),  # HTTPError carries a status: the probe takes it
+    (http.client.HTTPException, _transient),
+    (asyncio.IncompleteReadError, _transient),
+    (ssl.SSLError, _transient),
+    (ssl.SSLCertVerificationError, _security),
+    (PermissionError, _security),
+    (OSError, _os_error),
+    (json.JSONDecodeError, _garbled),
+    (PydanticValidationError, _validation),
+    (ValueError, _validation),
+    (ArithmeticError, _validation),
+    (redis_exceptions.RedisError, _redis),
+)
+
+
+class Classifier:
+    """Turns any exception into an :class:`AlchemiserError` by rules registered per type."""
+
+    __slots__ = ("_rules",)
+
+    def __init__(self) -> None:
+        self._rules: dict[type[BaseException], list[ClassifierRule]] = {}
+
+    def register(
+        self, exc_type: type[BaseException], rule: ClassifierRule, *, first: bool = False
+    ) -> None:
+        """Add ``rule`` for ``exc_type`` and its subclasses, after (or with ``first``, before)
+        the rules already registered for that exact type."""
+        if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+            raise TypeError(f"exc_type must be an exception class, got {exc_type!r}")
+        if not callable(rule):
+            raise TypeError(f"rule must be callable, got {rule!r}")
+        rules = self._rules.setdefault(exc_type, [])
+        if first:
+            rules.insert(0, rule)
+        else:
+            rules.append(rule)
+
+    def classify(self, exc: BaseException, *, component: Component = "trading") -> AlchemiserError:
+        """The hierarchy error for ``exc``; never raises.
+
+        An :class:`AlchemiserError` comes back unchanged. Otherwise the result has ``exc`` as
+        ``__cause__`` and ``details["foreign_type"]`` (plus ``details["http_status"]`` when the
+        exception carries one); an exception no rule claims becomes a plain ``AlchemiserError``.
+        """
+        if isinstance(exc, AlchemiserError):
+            return exc
+        result = self._apply_rules(exc, component)
+        if result is None:
+            try:
+                result = _build(AlchemiserError, exc)
+            except Exception:
+                result = AlchemiserError("unclassifiable exception")
+        try:
+            result.__cause__ = exc
+            result.__suppress_context__ = True
+            result.details["foreign_type"] = _qualified_name(type(exc))
+            status = _http_status(exc)
+            if status is not None:
+                result.details.setdefault("http_status", status)
+        except Exception:
+            _log.warning("could not annotate the classification of %r", type(exc), exc_info=True)
+        return result
+
+    def _apply_rules(self, exc: BaseException, component: Component) -> AlchemiserError | None:
+        for cls in type(exc).__mro__:
+            for rule in tuple(self._rules.get(cls, ())):
+                try:
+                    candidate = rule(exc, component)
+                except Exception:
+                    _log.warning(
+                        "classifier rule %r raised on %s; trying the next rule",
+                        rule,
+                        cls.__qualname__,
+                        exc_info=True,
+                    )
+                    continue
+                if isinstance(candidate, AlchemiserError):
+                    return candidate
+                if candidate is not None:
+                    _log.warning("classifier rule %r returned %r; ignored", rule, candidate)
+        return None
+
+
+def default_classifier() -> Classifier:
+    """A fresh :class:`Classifier` holding the default rules (see the module docstring)."""
+    classifier = Classifier()
+    classifier.register(BaseException, _probe)
+    for exc_type, rule in _DEFAULT_RULES:
+        classifier.register(exc_type, rule)
+    # Client libraries subclass built-ins (requests' errors are OSErrors, urllib's HTTPError is
+    # a URLError): let the HTTP/transport probe speak before each built-in rule.
+    for exc_type in dict.fromkeys(exc_type for exc_type, _ in _DEFAULT_RULES):
+        classifier.register(exc_type, _probe, first=True)
+    return classifier

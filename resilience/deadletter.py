@@ -1,0 +1,266 @@
+"""The dead-letter store: tasks that failed for good, kept for inspection and replay.
+
+Redis-backed and bounded (max entries and retention, enforced atomically on every add; what is
+evicted is counted and kept in the audit stream). An entry's body is immutable JSON; its
+status lives beside it and changes only by compare-and-set, so two operators replaying at once
+cannot publish the same dead letter twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from redis import Redis
+
+from resilience.keys import KeySpace
+from resilience.scripts import register
+
+__all__ = [
+    "AuditRecord",
+    "DeadLetter",
+    "DeadLetterStore",
+    "Status",
+    "TransitionConflict",
+]
+
+Status = Literal["dead", "replaying", "replayed"]
+
+DEFAULT_MAX_ENTRIES = 10_000
+DEFAULT_RETENTION_S = 30 * 24 * 3600
+AUDIT_MAX_LEN = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One task that failed for good, with everything needed to understand and replay it.
+
+    Arguments, context and traceback are stored already scrubbed of secrets.
+    """
+
+    id: str
+    task: str
+    queue: str | None
+    args: list[Any]
+    kwargs: dict[str, Any]
+    headers: dict[str, Any]
+    client_order_id: str | None
+    error_type: str
+    message: str
+    reason: str
+    severity: str
+    traceback: str | None
+    context: dict[str, Any]
+    attempts: list[dict[str, Any]]
+    hostname: str
+    dead_at: str
+    replay_of: str | None = None
+    status: str = "dead"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dead_at_ms(self) -> int:
+        """``dead_at`` as Unix milliseconds."""
+        return int(datetime.fromisoformat(self.dead_at).timestamp() * 1000)
+
+    def to_json(self) -> str:
+        """The stored body (status is kept separately)."""
+        body = asdict(self)
+        body.pop("status")
+        return json.dumps(body, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str, status: str) -> DeadLetter:
+        """Rebuild an entry from its stored body and status."""
+        body = json.loads(raw)
+        known = {name: body[name] for name in cls.__dataclass_fields__ if name in body}
+        known["status"] = status
+        return cls(**known)
+
+    def summary(self) -> dict[str, Any]:
+        """The row shape of ``dlq list --json`` (CONTRACT)."""
+        return {
+            "id": self.id,
+            "task": self.task,
+            "error_type": self.error_type,
+            "message": self.message,
+            "attempts": len(self.attempts),
+            "dead_at": self.dead_at,
+            "status": self.status,
+            "client_order_id": self.client_order_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One line of the audit trail (dead-lettered, replayed, discarded, evicted)."""
+
+    at: str
+    action: str
+    id: str
+    actor: str
+    detail: dict[str, Any]
+
+
+class TransitionConflict(Exception):  # noqa: N818 - a refusal, not an error of the hierarchy
+    """A status change was refused because the entry is missing or in another status."""
+
+    def __init__(self, entry_id: str, current: str) -> None:
+        super().__init__(f"dead letter {entry_id} is {current}")
+        self.entry_id = entry_id
+        self.current = current
+
+
+class DeadLetterStore:
+    """Dead letters in Redis under one namespace."""
+
+    def __init__(
+        self,
+        client: Redis,
+        keys: KeySpace,
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        retention_s: float = DEFAULT_RETENTION_S,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        if retention_s <= 0:
+            raise ValueError("retention_s must be > 0")
+        self._client = client
+        self._keys = keys
+        self.max_entries = max_entries
+        self.retention_s = retention_s
+        self._add = register(client, "resilience", "dlq_add")
+        self._transition = register(client, "resilience", "dlq_transition")
+
+    def add(self, entry: DeadLetter, *, actor: str = "worker") -> list[str]:
+        """Store ``entry`` (same id overwrites); returns ids evicted to stay within bounds."""
+        keys = self._keys
+        evicted = self._add(
+            keys=[
+                keys.dlq_entries,
+                keys.dlq_status,
+                keys.dlq_index,
+                keys.dlq_audit,
+                keys.dlq_evicted,
+            ],
+            args=[
+                entry.id,
+                entry.to_json(),
+                entry.dead_at_ms,
+                self.max_entries,
+                int(self.retention_s * 1000),
+                AUDIT_MAX_LEN,
+                actor,
+            ],
+        )
+        return [str(e) for e in evicted]
+
+    def get(self, entry_id: str) -> DeadLetter | None:
+        """One entry, or ``None``."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hget(self._keys.dlq_entries, entry_id)
+        pipe.hget(self._keys.dlq_status, entry_id)
+        raw, status = pipe.execute()
+        if raw is None:
+            return None
+        return DeadLetter.from_json(raw, status or "dead")
+
+    def list(
+        self,
+        *,
+        error_type: str | None = None,
+        task: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[DeadLetter]:
+        """Entries newest first, filtered by exact error type, task name and status."""
+        ids: list[str] = self._client.zrevrange(self._keys.dlq_index, 0, -1)
+        entries = self._load(ids)
+        selected = [
+            e
+            for e in entries
+            if (error_type is None or e.error_type == error_type)
+            and (task is None or e.task == task)
+            and (status is None or e.status == status)
+        ]
+        return selected[:limit] if limit is not None else selected
+
+    def _load(self, ids: Iterable[str]) -> list[DeadLetter]:
+        id_list = list(ids)
+        if not id_list:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hmget(self._keys.dlq_entries, id_list)
+        pipe.hmget(self._keys.dlq_status, id_list)
+        bodies, statuses = pipe.execute()
+        return [
+            DeadLetter.from_json(raw, status or "dead")
+            for raw, status in zip(bodies, statuses, strict=True)
+            if raw is not None
+        ]
+
+    def count(self) -> int:
+        """How many entries the store holds (every status)."""
+        return int(self._client.zcard(self._keys.dlq_index))
+
+    def evicted_total(self) -> int:
+        """How many entries were ever evicted by the bounds."""
+        return int(self._client.get(self._keys.dlq_evicted) or 0)
+
+    def transition(
+        self,
+        entry_id: str,
+        *,
+        expected: str,
+        new: str,
+        actor: str,
+        action: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Compare-and-set the status; :class:`TransitionConflict` if it was not ``expected``."""
+        keys = self._keys
+        ok, current = self._transition(
+            keys=[keys.dlq_entries, keys.dlq_status, keys.dlq_index, keys.dlq_audit],
+            args=[
+                entry_id,
+                expected,
+                new,
+                actor,
+                action,
+                json.dumps(detail or {}, sort_keys=True),
+                AUDIT_MAX_LEN,
+            ],
+        )
+        if int(ok) != 1:
+            raise TransitionConflict(entry_id, str(current))
+
+    def discard(self, entry_id: str, *, actor: str) -> None:
+        """Remove a dead (not replaying) entry; its body stays in the audit trail."""
+        self.transition(entry_id, expected="dead", new="discarded", actor=actor, action="discard")
+
+    def audit(self, *, limit: int = 100) -> list[AuditRecord]:
+        """The newest audit records first."""
+        rows = self._client.xrevrange(self._keys.dlq_audit, count=limit)
+        records = []
+        for stream_id, fields in rows:
+            millis = int(str(stream_id).split("-", 1)[0])
+            detail: dict[str, Any] = json.loads(fields["detail"]) if fields.get("detail") else {}
+            if fields.get("from"):
+                detail["from"] = fields["from"]
+                detail["to"] = fields.get("to")
+            if fields.get("entry"):
+                detail["entry"] = json.loads(fields["entry"])
+            records.append(
+                AuditRecord(
+                    at=datetime.fromtimestamp(millis / 1000, UTC).isoformat(),
+                    action=fields["action"],
+                    id=fields["id"],
+                    actor=fields.get("actor", ""),
+                    detail=detail,
+                )
+            )
+        return records

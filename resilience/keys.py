@@ -1,0 +1,96 @@
+"""Every Redis key Alchemiser owns, built in one place under one namespace.
+
+Keys that one script touches together share a hash tag (``{dlq}``, ``{paper}``, ...) so each
+script stays on one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["KeySpace"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Key builder for one deployment (or test run), all keys prefixed ``<namespace>:``."""
+
+    namespace: str = "alchemiser"
+
+    def __post_init__(self) -> None:
+        if not self.namespace or any(c in self.namespace for c in " {}"):
+            raise ValueError(
+                f"namespace must be non-empty without spaces or braces: {self.namespace!r}"
+            )
+
+    def _key(self, tag: str, *parts: str) -> str:
+        return ":".join((self.namespace, "{" + tag + "}", *parts))
+
+    @property
+    def broker_prefix(self) -> str:
+        """kombu ``global_keyprefix`` for the Redis broker (queues live under it too)."""
+        return f"{self.namespace}:"
+
+    # Dead letters
+    @property
+    def dlq_entries(self) -> str:
+        return self._key("dlq", "entries")
+
+    @property
+    def dlq_status(self) -> str:
+        return self._key("dlq", "status")
+
+    @property
+    def dlq_index(self) -> str:
+        return self._key("dlq", "index")
+
+    @property
+    def dlq_audit(self) -> str:
+        return self._key("dlq", "audit")
+
+    @property
+    def dlq_evicted(self) -> str:
+        return self._key("dlq", "evicted")
+
+    # Redelivery (poison message) counters: one key per delivery of a task message
+    def redeliveries(self, task_id: str, delivery: str) -> str:
+        return self._key("redeliveries", task_id, delivery)
+
+    # Fault injection
+    @property
+    def chaos_rules(self) -> str:
+        return self._key("chaos", "rules")
+
+    @property
+    def chaos_fired(self) -> str:
+        return self._key("chaos", "fired")
+
+    # Task outcome counters
+    @property
+    def outcomes(self) -> str:
+        return self._key("outcomes", "counts")
+
+    # Paper broker (the simulated exchange)
+    @property
+    def paper_orders(self) -> str:
+        return self._key("paper", "orders")
+
+    @property
+    def paper_order_ids(self) -> str:
+        return self._key("paper", "order_ids")
+
+    @property
+    def paper_positions(self) -> str:
+        return self._key("paper", "positions")
+
+    @property
+    def paper_account(self) -> str:
+        return self._key("paper", "account")
+
+    @property
+    def paper_quotes(self) -> str:
+        return self._key("paper", "quotes")
+
+    @property
+    def paper_log(self) -> str:
+        return self._key("paper", "log")

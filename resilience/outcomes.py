@@ -1,0 +1,32 @@
+"""Fleet-wide task outcome counters in Redis (retried, deferred, recovered, dead-lettered).
+
+Only the exceptional paths write here, so a task that succeeds first time costs nothing.
+"""
+
+from __future__ import annotations
+
+from redis import Redis
+
+from resilience.keys import KeySpace
+
+__all__ = ["OutcomeCounter"]
+
+
+class OutcomeCounter:
+    """Counters per ``<outcome>`` and ``<outcome>:<task name>``."""
+
+    def __init__(self, client: Redis, keys: KeySpace) -> None:
+        self._client = client
+        self._key = keys.outcomes
+
+    def incr(self, outcome: str, task: str, amount: int = 1) -> None:
+        """Count one outcome of ``task``."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hincrby(self._key, outcome, amount)
+        pipe.hincrby(self._key, f"{outcome}:{task}", amount)
+        pipe.execute()
+
+    def totals(self) -> dict[str, int]:
+        """Every counter."""
+        raw: dict[str, str] = self._client.hgetall(self._key)
+        return {name: int(value) for name, value in raw.items()}

@@ -1,0 +1,25 @@
+"""Lua scripts loaded once from ``.lua`` files beside the package that owns them.
+
+redis-py's ``Script`` runs EVALSHA and reloads the script on NOSCRIPT.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from redis import Redis
+from redis.commands.core import Script
+
+__all__ = ["lua_source", "register"]
+
+
+@cache
+def lua_source(package: str, name: str) -> str:
+    """The text of ``<package>/lua/<name>.lua``."""
+    return resources.files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+def register(client: Redis, package: str, name: str) -> Script:
+    """A callable script bound to ``client``."""
+    return client.register_script(lua_source(package, name))

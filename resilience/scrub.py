@@ -1,0 +1,114 @@
+"""Secret scrubbing for everything that leaves a process: logs, dead letters, notifications.
+
+Three nets, because each alone misses things: keys whose names say "secret" (recursively, at
+any depth), known secret values (the process's own credentials, matched literally anywhere in
+any string), and patterns of well-known secret shapes (credentials in URLs, bearer tokens,
+Slack webhook paths, Alpaca keys).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["FILTERED", "SECRET_KEY_PARTS", "Scrubber"]
+
+FILTERED = "[Filtered]"
+
+SECRET_KEY_PARTS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "access_key",
+    "private_key",
+    "authorization",
+    "auth",
+    "cookie",
+    "session_key",
+    "credential",
+    "signature",
+    "dsn",
+    "webhook",
+)
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # scheme://user:password@host -> keep the user, drop the password
+    (
+        re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?P<post>@)"),
+        r"\g<pre>[Filtered]\g<post>",
+    ),
+    (re.compile(r"(?i)(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [Filtered]"),
+    (
+        re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
+        "https://hooks.slack.com/services/[Filtered]",
+    ),
+    (re.compile(r"\b(?:PK|AK|CK)[A-Z0-9]{16,}\b"), FILTERED),
+    (re.compile(r"(?i)\b(sk|xox[abpr])[-_][A-Za-z0-9-]{10,}\b"), FILTERED),
+    (
+        re.compile(
+            r"(?i)(?P<name>[\w-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|auth)[\w-]*)"
+            r"(?P<sep>\s*[=:]\s*|\"\s*:\s*\")(?P<value>[^\s&,;\"']+)"
+        ),
+        r"\g<name>\g<sep>[Filtered]",
+    ),
+)
+
+_MIN_SECRET_LEN = 4
+
+
+class Scrubber:
+    """Removes secrets from JSON-shaped values; never mutates its input."""
+
+    def __init__(
+        self,
+        secret_values: Iterable[str] = (),
+        *,
+        extra_key_parts: Iterable[str] = (),
+    ) -> None:
+        # Longest first, so a secret that contains another is replaced whole.
+        self._values = sorted(
+            {v for v in secret_values if v and len(v) >= _MIN_SECRET_LEN}, key=len, reverse=True
+        )
+        self._key_parts = tuple(p.lower() for p in (*SECRET_KEY_PARTS, *extra_key_parts))
+
+    def with_values(self, more: Iterable[str]) -> Scrubber:
+        """A scrubber that also knows ``more`` secret values."""
+        scrubber = Scrubber((*self._values, *more))
+        scrubber._key_parts = self._key_parts
+        return scrubber
+
+    def is_secret_key(self, key: str) -> bool:
+        """Whether a mapping key names a secret (case-insensitive substring match)."""
+        lowered = key.lower().replace("-", "_")
+        return any(part in lowered for part in self._key_parts)
+
+    def text(self, value: str) -> str:
+        """``value`` with known secret values and secret-shaped substrings replaced."""
+        for secret in self._values:
+            if secret in value:
+                value = value.replace(secret, FILTERED)
+        for pattern, replacement in _PATTERNS:
+            value = pattern.sub(replacement, value)
+        return value
+
+    def __call__(self, value: Any) -> Any:
+        """A scrubbed deep copy of a JSON-shaped value (dicts, lists, tuples, scalars)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {
+                str(k): (
+                    FILTERED if self.is_secret_key(str(k)) and v not in (None, "") else self(v)
+                )
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self(v) for v in value]
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return self.text(repr(value))

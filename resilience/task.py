@@ -1,0 +1,367 @@
+"""ResilientTask: the Celery base class that applies the error hierarchy to every task.
+
+Per delivery it (1) quarantines a message redelivered too often (a poison task that kills its
+worker), (2) refuses to run past the task's deadline, (3) runs the body, and on an exception
+(4) classifies it, (5) asks the resolver what follows, and (6) retries, defers, or writes the
+dead letter and publishes the escalation. A task that succeeds first time costs no Redis call.
+
+The attempt history travels in the message's ``alchemiser`` header, so retries need no shared
+state. Services (Redis, stores, classifier, clock) come from a runtime the application puts in
+``app.conf[RUNTIME_SETTING]``: this package knows nothing of the app that uses it.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, NoReturn
+
+import structlog
+from celery import Task
+from celery.exceptions import Ignore, Reject, Retry
+from redis import Redis
+
+from resilience.classify import Component
+from resilience.clock import Clock
+from resilience.context import ErrorContext
+from resilience.deadletter import DeadLetter, DeadLetterStore
+from resilience.errors import AlchemiserError, PoisonMessageError, StaleOrderError
+from resilience.handler import ErrorHandler, notification_data
+from resilience.keys import KeySpace
+from resilience.outcomes import OutcomeCounter
+from resilience.resolver import Action, Decision, decide
+from resilience.scrub import Scrubber
+
+__all__ = ["HEADER", "RUNTIME_SETTING", "DeliveryState", "ResilienceRuntime", "ResilientTask"]
+
+HEADER = "alchemiser"
+RUNTIME_SETTING = "alchemiser_runtime"
+HISTORY_LIMIT = 25
+REDELIVERY_KEY_TTL_S = 7 * 24 * 3600
+MESSAGE_LIMIT = 500
+
+_log = structlog.get_logger("alchemiser.task")
+
+
+@dataclass(frozen=True, slots=True)
+class ResilienceRuntime:
+    """The services a ResilientTask uses, built once per process by the application."""
+
+    redis: Redis
+    keys: KeySpace
+    dead_letters: DeadLetterStore
+    handler: ErrorHandler
+    scrubber: Scrubber
+    outcomes: OutcomeCounter
+    clock: Clock
+    max_countdown_s: float
+    max_redeliveries: int = 3
+    escalation_task: str = "tasks.escalate"
+    rng: random.Random = field(default_factory=random.Random)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    """What the ``alchemiser`` header carries from one attempt to the next."""
+
+    failures: int = 0
+    deferrals: int = 0
+    history: tuple[dict[str, Any], ...] = ()
+    replay_of: str | None = None
+
+    @classmethod
+    def from_headers(cls, headers: dict[str, Any] | None) -> DeliveryState:
+        """Read the header (absent on a first delivery)."""
+        raw = (headers or {}).get(HEADER) or {}
+        return cls(
+            failures=int(raw.get("failures", 0)),
+            deferrals=int(raw.get("deferrals", 0)),
+            history=tuple(raw.get("history", ())),
+            replay_of=raw.get("replay_of"),
+        )
+
+    def to_header(self) -> dict[str, Any]:
+        """The header value (JSON)."""
+        return {
+            "failures": self.failures,
+            "deferrals": self.deferrals,
+            "history": list(self.history),
+            "replay_of": self.replay_of,
+        }
+
+    @property
+    def delivery(self) -> str:
+        """Which delivery of the task this is: the same on a redelivery, new on a retry."""
+        return f"{self.failures}.{self.deferrals}"
+
+    def after(self, record: dict[str, Any], *, deferred: bool) -> DeliveryState:
+        """The state carried to the next attempt."""
+        return DeliveryState(
+            failures=self.failures + (0 if deferred else 1),
+            deferrals=self.deferrals + (1 if deferred else 0),
+            history=(*self.history, record)[-HISTORY_LIMIT:],
+            replay_of=self.replay_of,
+        )
+
+
+def _iso(now_s: float) -> str:
+    return datetime.fromtimestamp(now_s, UTC).isoformat()
+
+
+class ResilientTask(Task):  # type: ignore[type-arg]
+    """Base class of every Alchemiser task (``@app.task(base=ResilientTask)``)."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    # Celery's own retry ceiling is off: the error class's policy decides.
+    max_retries = None
+    component: ClassVar[Component] = "trading"
+    escalates: ClassVar[bool] = True
+
+    # Hooks for subclasses: the application's view of a task's payload.
+    def prepare_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Normalise kwargs before the first run (fill derived ids, default deadlines)."""
+        return kwargs
+
+    def deadline_s(self, kwargs: dict[str, Any]) -> float | None:
+        """Unix time after which the task must not run, if any."""
+        return None
+
+    def client_order_id_of(self, kwargs: dict[str, Any]) -> str | None:
+        """The order's idempotency key, if the task is an order."""
+        value = kwargs.get("client_order_id")
+        return str(value) if value is not None else None
+
+    @property
+    def runtime(self) -> ResilienceRuntime:
+        """This process's services (built lazily by the application's provider)."""
+        provider: Callable[[], ResilienceRuntime] = self.app.conf[RUNTIME_SETTING]
+        return provider()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if request.called_directly:
+            return super().__call__(*args, **kwargs)
+        runtime = self.runtime
+        state = DeliveryState.from_headers(request.headers)
+        if (request.delivery_info or {}).get("redelivered"):
+            redeliveries = self._count_redelivery(runtime, state)
+            if redeliveries > runtime.max_redeliveries:
+                poison = PoisonMessageError(
+                    f"the task was redelivered {redeliveries} times (its worker process died"
+                    f" while running it); quarantined after {runtime.max_redeliveries}"
+                )
+                self._dead_letter(
+                    runtime,
+                    poison,
+                    args=args,
+                    kwargs=kwargs,
+                    state=state,
+                    reason="poison message",
+                    cause=None,
+                )
+                raise Ignore()
+        kwargs = self.prepare_kwargs(dict(kwargs))
+        deadline = self.deadline_s(kwargs)
+        if deadline is not None and runtime.clock.now_s() > deadline:
+            stale = StaleOrderError(f"deadline {_iso(deadline)} passed before the task could run")
+            self._dead_letter(
+                runtime,
+                stale,
+                args=args,
+                kwargs=kwargs,
+                state=state,
+                reason="deadline passed",
+                cause=None,
+            )
+            raise Ignore()
+        try:
+            return self.run(*args, **kwargs)
+        except (Retry, Ignore, Reject):
+            raise
+        except Exception as exc:
+            self._on_failure(runtime, exc, args=args, kwargs=kwargs, state=state, deadline=deadline)
+
+    def _count_redelivery(self, runtime: ResilienceRuntime, state: DeliveryState) -> int:
+        key = runtime.keys.redeliveries(str(self.request.id), state.delivery)
+        pipe = runtime.redis.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, REDELIVERY_KEY_TTL_S)
+        count, _ = pipe.execute()
+        return int(count)
+
+    def _on_failure(
+        self,
+        runtime: ResilienceRuntime,
+        exc: Exception,
+        *,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        state: DeliveryState,
+        deadline: float | None,
+    ) -> NoReturn:
+        request = self.request
+        context = ErrorContext(
+            operation=self.name,
+            component=self.component,
+            function_name=getattr(self.run, "__name__", None),
+            request_id=str(request.id),
+        )
+        details = runtime.handler.handle_error(
+            exc,
+            context,
+            self.component,
+            {"task_name": self.name, "task_id": str(request.id), "attempt": state.failures + 1},
+        )
+        error = details.error
+        error.retry_count = state.failures
+        now_s = runtime.clock.now_s()
+        decision = decide(
+            error,
+            state.failures + 1,
+            now_s=now_s,
+            max_countdown_s=runtime.max_countdown_s,
+            deadline_s=deadline,
+            rng=runtime.rng,
+        )
+        record = self._attempt_record(runtime, error, decision, now_s, state)
+        deferred = decision.action is Action.DEFER
+        next_state = state.after(record, deferred=deferred)
+        _log.info(
+            "task_failed",
+            task=self.name,
+            task_id=str(request.id),
+            error_type=error.error_type,
+            error_id=error.error_id,
+            action=decision.action.value,
+            countdown_s=round(decision.countdown_s, 3),
+            attempt=state.failures + 1,
+            reason=decision.reason,
+        )
+        if decision.action is Action.DEAD_LETTER:
+            self._dead_letter(
+                runtime,
+                error,
+                args=args,
+                kwargs=kwargs,
+                state=next_state,
+                reason=decision.reason,
+                cause=exc,
+            )
+            raise error from exc
+        runtime.outcomes.incr("deferred" if deferred else "retried", self.name)
+        headers = {**(request.headers or {}), HEADER: next_state.to_header()}
+        raise self.retry(
+            args=args, kwargs=kwargs, countdown=decision.countdown_s, headers=headers, exc=error
+        )
+
+    def _attempt_record(
+        self,
+        runtime: ResilienceRuntime,
+        error: AlchemiserError,
+        decision: Decision,
+        now_s: float,
+        state: DeliveryState,
+    ) -> dict[str, Any]:
+        return {
+            "attempt": state.failures + 1,
+            "at": _iso(now_s),
+            "error_type": error.error_type,
+            "message": runtime.scrubber.text(error.message)[:MESSAGE_LIMIT],
+            "action": decision.action.value,
+            "countdown_s": round(decision.countdown_s, 3),
+            "hostname": str(self.request.hostname or ""),
+        }
+
+    def _dead_letter(
+        self,
+        runtime: ResilienceRuntime,
+        error: AlchemiserError,
+        *,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        state: DeliveryState,
+        reason: str,
+        cause: BaseException | None,
+    ) -> None:
+        request = self.request
+        scrub = runtime.scrubber
+        now_s = runtime.clock.now_s()
+        history = list(state.history)
+        if not history or history[-1].get("error_type") != error.error_type:
+            history.append(
+                self._attempt_record(
+                    runtime, error, Decision(Action.DEAD_LETTER, 0.0, reason), now_s, state
+                )
+            )
+        tb = "".join(traceback.format_exception(cause)) if cause is not None else None
+        delivery_info = request.delivery_info or {}
+        entry = DeadLetter(
+            id=str(request.id),
+            task=self.name,
+            queue=delivery_info.get("routing_key"),
+            args=scrub(list(args)),
+            kwargs=scrub(kwargs),
+            headers=scrub({HEADER: state.to_header()}),
+            client_order_id=self.client_order_id_of(kwargs),
+            error_type=error.error_type,
+            message=scrub.text(error.message)[:MESSAGE_LIMIT],
+            reason=reason,
+            severity=error.severity.value,
+            traceback=scrub.text(tb) if tb else None,
+            context=scrub(
+                {
+                    "component": self.component,
+                    "operation": self.name,
+                    "error_id": error.error_id,
+                    "error_context": error.context.to_dict() if error.context else None,
+                    "details": error.details,
+                }
+            ),
+            attempts=history,
+            hostname=str(request.hostname or ""),
+            dead_at=_iso(now_s),
+            replay_of=state.replay_of,
+        )
+        try:
+            evicted = runtime.dead_letters.add(entry)
+        except Exception as store_failure:
+            # Without the dead letter, acking would lose the task: hand it back to the queue.
+            _log.critical("dead_letter_write_failed", task_id=entry.id, error=repr(store_failure))
+            raise Reject(str(store_failure), requeue=True) from store_failure
+        if evicted:
+            _log.warning("dead_letters_evicted", count=len(evicted), ids=evicted[:10])
+        runtime.outcomes.incr("dead_lettered", self.name)
+        _log.error(
+            "task_dead_lettered",
+            task=self.name,
+            task_id=entry.id,
+            error_type=entry.error_type,
+            reason=reason,
+            attempts=len(history),
+            client_order_id=entry.client_order_id,
+        )
+        if self.escalates and error.policy.escalate:
+            self._escalate(runtime, error, entry, reason)
+
+    def _escalate(
+        self, runtime: ResilienceRuntime, error: AlchemiserError, entry: DeadLetter, reason: str
+    ) -> None:
+        data = notification_data(
+            error,
+            component=self.component,
+            operation=self.name,
+            task_name=self.name,
+            scrub=runtime.scrubber,
+            dead_letter_id=entry.id,
+            client_order_id=entry.client_order_id,
+            attempts=len(entry.attempts),
+            reason=reason,
+        )
+        try:
+            self.app.send_task(runtime.escalation_task, kwargs={"notification": data})
+        except Exception as publish_failure:  # the dead letter is stored; the alert is best effort
+            _log.error("escalation_publish_failed", task_id=entry.id, error=repr(publish_failure))

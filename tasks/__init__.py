@@ -1,0 +1,1 @@
+"""Alchemiser's trading actions as Celery tasks, and the broker adapters they call."""

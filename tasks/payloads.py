@@ -1,0 +1,117 @@
+"""Validated payloads of the trading tasks (pydantic), with errors a person can act on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from resilience.errors import ValidationError
+
+__all__ = [
+    "CLIENT_ORDER_ID_PATTERN",
+    "SYMBOL_PATTERN",
+    "CancelRequest",
+    "OrderRequest",
+    "QuoteRequest",
+    "RebalanceRequest",
+    "SyncRequest",
+    "parse_payload",
+]
+
+# Equities (AAPL, BRK.B) and crypto pairs (BTC/USD).
+SYMBOL_PATTERN = r"^[A-Z]{1,6}([./][A-Z]{1,5})?$"
+CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
+MAX_QTY = 1e9
+MAX_PRICE = 1e7
+
+M = TypeVar("M", bound=BaseModel)
+
+Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN, max_length=12)]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class OrderRequest(_Payload):
+    """``tasks.submit_order`` keyword arguments (CONTRACT)."""
+
+    symbol: Symbol
+    side: Literal["buy", "sell"]
+    qty: Annotated[float, Field(gt=0, le=MAX_QTY, allow_inf_nan=False)]
+    type: Literal["market", "limit"] = "market"
+    limit_price: Annotated[float, Field(gt=0, le=MAX_PRICE, allow_inf_nan=False)] | None = None
+    client_order_id: Annotated[str, Field(pattern=CLIENT_ORDER_ID_PATTERN)]
+    valid_until: datetime
+
+    @field_validator("valid_until", mode="after")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("valid_until must carry a timezone (ISO-8601 with Z or +00:00)")
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _limit_needs_price(self) -> Self:
+        if self.type == "limit" and self.limit_price is None:
+            raise ValueError("a limit order needs limit_price")
+        if self.type == "market" and self.limit_price is not None:
+            raise ValueError("a market order takes no limit_price")
+        return self
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """The JSON kwargs of ``tasks.submit_order``."""
+        data = self.model_dump(mode="json")
+        data["valid_until"] = self.valid_until.isoformat()
+        return data
+
+
+class CancelRequest(_Payload):
+    """``tasks.cancel_order`` keyword arguments."""
+
+    order_id: Annotated[str, Field(min_length=1, max_length=128, pattern=CLIENT_ORDER_ID_PATTERN)]
+
+
+class QuoteRequest(_Payload):
+    """``tasks.fetch_quote`` keyword arguments."""
+
+    symbol: Symbol
+
+
+class SyncRequest(_Payload):
+    """``tasks.sync_positions`` takes no arguments."""
+
+
+class RebalanceRequest(_Payload):
+    """``tasks.rebalance``: target weights of equity per symbol (summing to at most 1)."""
+
+    targets: dict[Symbol, Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(
+        min_length=1, max_length=500
+    )
+    valid_until: datetime | None = None
+
+    @field_validator("targets", mode="after")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        total = sum(value.values())
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"target weights sum to {total:.4f}; they must sum to at most 1")
+        return value
+
+
+def parse_payload(model: type[M], kwargs: dict[str, Any]) -> M:
+    """Validate ``kwargs`` as ``model``; a :class:`ValidationError` that names every problem."""
+    try:
+        return model.model_validate(kwargs)
+    except pydantic.ValidationError as invalid:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}"
+            for err in invalid.errors(include_input=False)
+        )
+        raise ValidationError(
+            f"invalid {model.__name__} payload: {problems}"[:1000],
+            details={"problems": invalid.error_count()},
+        ) from None

@@ -1,0 +1,70 @@
+"""What may be replayed from the dead-letter store, and with which payload.
+
+Only registered trading tasks are replayed, and only with a payload that still validates; an
+order keeps its ``client_order_id`` so the broker sees the replay as the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from resilience.deadletter import DeadLetter
+from resilience.errors import ValidationError
+from resilience.replay import ReplayRefused
+from tasks.ordering import parse_deadline_s
+from tasks.payloads import (
+    CancelRequest,
+    OrderRequest,
+    QuoteRequest,
+    RebalanceRequest,
+    SyncRequest,
+    parse_payload,
+)
+
+__all__ = ["REPLAYABLE", "prepare_replay"]
+
+REPLAYABLE: dict[str, type[BaseModel]] = {
+    "tasks.submit_order": OrderRequest,
+    "tasks.cancel_order": CancelRequest,
+    "tasks.fetch_quote": QuoteRequest,
+    "tasks.rebalance": RebalanceRequest,
+    "tasks.sync_positions": SyncRequest,
+}
+
+
+def prepare_replay(
+    *, now_s: Callable[[], float], renew_ttl_s: float | None = None
+) -> Callable[[DeadLetter], dict[str, Any]]:
+    """A ``prepare`` callable for :class:`resilience.replay.Replayer`.
+
+    Refuses unregistered tasks, payloads that no longer validate, and orders past their
+    deadline (unless ``renew_ttl_s`` gives them a new one).
+    """
+
+    def prepare(entry: DeadLetter) -> dict[str, Any]:
+        model = REPLAYABLE.get(entry.task)
+        if model is None:
+            raise ReplayRefused(f"{entry.task!r} is not a registered trading task")
+        kwargs = dict(entry.kwargs)
+        if entry.task == "tasks.submit_order":
+            if entry.client_order_id:
+                kwargs["client_order_id"] = entry.client_order_id
+            deadline = parse_deadline_s(kwargs.get("valid_until"))
+            if renew_ttl_s is not None:
+                renewed = datetime.fromtimestamp(now_s(), UTC) + timedelta(seconds=renew_ttl_s)
+                kwargs["valid_until"] = renewed.isoformat()
+            elif deadline is not None and deadline < now_s():
+                raise ReplayRefused(
+                    "the order's valid_until has passed; replay with --ttl to renew it"
+                )
+        try:
+            parse_payload(model, kwargs)
+        except ValidationError as invalid:
+            raise ReplayRefused(f"payload no longer validates: {invalid.message}") from None
+        return kwargs
+
+    return prepare

@@ -1,0 +1,32 @@
+"""How tasks reach their services: a runtime the application provides per process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from celery import Celery
+
+from resilience.chaos import ChaosStore
+from resilience.task import ResilienceRuntime
+from tasks.brokers.base import BrokerAdapter
+
+__all__ = ["TRADING_RUNTIME_SETTING", "TradingRuntime", "trading_runtime"]
+
+TRADING_RUNTIME_SETTING = "alchemiser_trading_runtime"
+
+
+@dataclass(frozen=True, slots=True)
+class TradingRuntime:
+    """Everything a trading task needs besides its payload."""
+
+    resilience: ResilienceRuntime
+    broker: BrokerAdapter
+    chaos: ChaosStore
+    order_ttl_s: float
+
+
+def trading_runtime(app: Celery) -> TradingRuntime:
+    """This process's trading runtime (the application puts a provider in its config)."""
+    provider: Callable[[], TradingRuntime] = app.conf[TRADING_RUNTIME_SETTING]
+    return provider()

@@ -1,0 +1,180 @@
+"""The trading actions as Celery tasks (names fixed by CONTRACT).
+
+Each body validates its payload, calls the broker adapter and lets exceptions out:
+``ResilientTask`` classifies them and applies the policy. Orders are idempotent by
+``client_order_id``: whenever an earlier delivery may have reached the broker (a retry, a
+redelivery after a crash, a replay), the order is looked up before it is submitted, and a 422
+for a repeated id resolves to the order the broker already has.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import structlog
+from celery import shared_task
+
+from resilience.errors import DuplicateOrderError, OrderExecutionError
+from resilience.task import DeliveryState, ResilientTask
+from tasks.brokers.base import Order
+from tasks.ordering import fill_order_defaults, parse_deadline_s
+from tasks.payloads import (
+    CancelRequest,
+    OrderRequest,
+    QuoteRequest,
+    RebalanceRequest,
+    SyncRequest,
+    parse_payload,
+)
+from tasks.runtime import TradingRuntime, trading_runtime
+
+__all__ = ["cancel_order", "fetch_quote", "rebalance", "submit_order", "sync_positions"]
+
+_log = structlog.get_logger("alchemiser.trading")
+
+MIN_ORDER_VALUE = 1.0
+
+
+class TradingTask(ResilientTask):
+    """A task on the ``trading`` queue."""
+
+    component = "trading"
+
+    @property
+    def trading(self) -> TradingRuntime:
+        """This process's trading runtime."""
+        return trading_runtime(self.app)
+
+    def may_have_reached_broker(self) -> bool:
+        """Whether an earlier delivery of this task may already have acted at the broker."""
+        request = self.request
+        state = DeliveryState.from_headers(request.headers)
+        redelivered = bool((request.delivery_info or {}).get("redelivered"))
+        return redelivered or state.failures > 0 or state.replay_of is not None
+
+
+class OrderTask(TradingTask):
+    """``tasks.submit_order``: fills the order's identity and deadline before the first run."""
+
+    def prepare_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return fill_order_defaults(
+            kwargs,
+            seed=str(self.request.id),
+            ttl_s=self.trading.order_ttl_s,
+            now_s=self.runtime.clock.now_s(),
+        )
+
+    def deadline_s(self, kwargs: dict[str, Any]) -> float | None:
+        return parse_deadline_s(kwargs.get("valid_until"))
+
+
+def _placed(order: Order, *, duplicate_avoided: bool) -> dict[str, Any]:
+    return {"order": order.to_dict(), "duplicate_avoided": duplicate_avoided}
+
+
+@shared_task(bind=True, base=OrderTask, name="tasks.submit_order")
+def submit_order(self: OrderTask, **payload: Any) -> dict[str, Any]:
+    """Place one order exactly once, whatever happened to earlier deliveries."""
+    order = parse_payload(OrderRequest, payload)
+    broker = self.trading.broker
+    if self.may_have_reached_broker():
+        existing = broker.get_order_by_client_id(order.client_order_id)
+        if existing is not None:
+            _log.info("order_already_placed", client_order_id=order.client_order_id)
+            return _placed(existing, duplicate_avoided=True)
+    try:
+        placed = broker.submit_order(order)
+    except Exception as exc:
+        error = self.runtime.handler.classifier.classify(exc, component="trading")
+        if isinstance(error, DuplicateOrderError):
+            existing = broker.get_order_by_client_id(order.client_order_id)
+            if existing is not None:
+                _log.info("order_already_placed", client_order_id=order.client_order_id)
+                return _placed(existing, duplicate_avoided=True)
+        raise
+    _log.info("order_placed", client_order_id=order.client_order_id, status=placed.status)
+    return _placed(placed, duplicate_avoided=False)
+
+
+@shared_task(bind=True, base=TradingTask, name="tasks.cancel_order")
+def cancel_order(self: TradingTask, **payload: Any) -> dict[str, Any]:
+    """Cancel a resting order; a retry finding it already canceled succeeds."""
+    request = parse_payload(CancelRequest, payload)
+    broker = self.trading.broker
+    try:
+        order = broker.cancel_order(request.order_id)
+    except Exception as exc:
+        error = self.runtime.handler.classifier.classify(exc, component="trading")
+        if isinstance(error, OrderExecutionError) and self.may_have_reached_broker():
+            current = broker.get_order(request.order_id)
+            if current is not None and current.status == "canceled":
+                return {"order": current.to_dict()}
+        raise
+    return {"order": order.to_dict()}
+
+
+class MarketDataTask(ResilientTask):
+    """A task on the ``market_data`` queue; transient failures are data-provider errors."""
+
+    component = "market_data"
+
+
+@shared_task(bind=True, base=MarketDataTask, name="tasks.fetch_quote")
+def fetch_quote(self: MarketDataTask, **payload: Any) -> dict[str, Any]:
+    """The latest quote of one symbol."""
+    request = parse_payload(QuoteRequest, payload)
+    return trading_runtime(self.app).broker.get_quote(request.symbol).to_dict()
+
+
+def _leg_client_order_id(rebalance_id: str, symbol: str, side: str) -> str:
+    return f"rb-{rebalance_id}-{re.sub(r'[^A-Za-z0-9]', '_', symbol)}-{side}"[:128]
+
+
+@shared_task(bind=True, base=TradingTask, name="tasks.rebalance")
+def rebalance(self: TradingTask, **payload: Any) -> dict[str, Any]:
+    """Move the portfolio toward target weights by fanning out ``tasks.submit_order``.
+
+    Each leg's ``client_order_id`` derives from this task's id, so a retried rebalance sends
+    the same legs again and the broker keeps one order per leg.
+    """
+    request = parse_payload(RebalanceRequest, payload)
+    broker = self.trading.broker
+    account = broker.get_account()
+    held = {p.symbol: p.qty for p in broker.list_positions()}
+    symbols = sorted(set(request.targets) | set(held))
+    prices = {s: broker.get_quote(s).mid for s in symbols}
+    equity = account.cash + sum(qty * prices[s] for s, qty in held.items())
+    legs: list[dict[str, Any]] = []
+    for symbol in symbols:
+        target_value = request.targets.get(symbol, 0.0) * equity
+        delta_value = target_value - held.get(symbol, 0.0) * prices[symbol]
+        qty = int(abs(delta_value) // prices[symbol])
+        if qty == 0 or qty * prices[symbol] < MIN_ORDER_VALUE:
+            continue
+        side = "buy" if delta_value > 0 else "sell"
+        legs.append(
+            {
+                "symbol": symbol,
+                "side": side,
+                "qty": qty,
+                "client_order_id": _leg_client_order_id(str(self.request.id), symbol, side),
+                **({"valid_until": request.valid_until.isoformat()} if request.valid_until else {}),
+            }
+        )
+    # Sells first, so their proceeds fund the buys.
+    legs.sort(key=lambda leg: leg["side"] != "sell")
+    for leg in legs:
+        self.app.send_task("tasks.submit_order", kwargs=leg)
+    _log.info("rebalance_fanned_out", legs=len(legs), equity=round(equity, 2))
+    return {"equity": equity, "legs": legs}
+
+
+@shared_task(bind=True, base=TradingTask, name="tasks.sync_positions")
+def sync_positions(self: TradingTask, **payload: Any) -> dict[str, Any]:
+    """Read positions and cash from the broker (the source of truth)."""
+    parse_payload(SyncRequest, payload)
+    broker = self.trading.broker
+    account = broker.get_account()
+    positions = broker.list_positions()
+    return {"account": account.to_dict(), "positions": [p.to_dict() for p in positions]}

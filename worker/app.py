@@ -1,0 +1,60 @@
+"""The Celery application (``worker.app``) and its at-least-once configuration."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from resilience.keys import KeySpace
+from resilience.task import RUNTIME_SETTING
+from tasks.routing import QUEUES, ROUTES
+from tasks.runtime import TRADING_RUNTIME_SETTING
+from worker.logging import configure_logging
+from worker.runtime import RuntimeProvider
+from worker.settings import Settings, load_settings
+
+__all__ = ["TASK_MODULES", "create_app"]
+
+TASK_MODULES = ("tasks.trading", "tasks.escalation")
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """A configured Celery app; reads the environment when no settings are given."""
+    settings = settings or load_settings()
+    keys = KeySpace(settings.namespace)
+    app = Celery("alchemiser", broker=settings.effective_broker_url, include=list(TASK_MODULES))
+    transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout_s}
+    if settings.broker_is_redis:
+        # Deployments sharing one Redis stay apart by key prefix (CONTRACT).
+        transport_options["global_keyprefix"] = keys.broker_prefix
+        transport_options["socket_timeout"] = 5.0
+        transport_options["socket_connect_timeout"] = 5.0
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_ignore_result=True,
+        # At least once: ack after the body ran, requeue when the worker process dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="trading",
+        task_routes=ROUTES,
+        task_create_missing_queues=False,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    provider = RuntimeProvider(settings)
+    app.conf[TRADING_RUNTIME_SETTING] = provider
+    app.conf[RUNTIME_SETTING] = provider.resilience
+    app.conf["alchemiser_settings"] = settings
+    configure_logging(settings.log_level)
+    return app

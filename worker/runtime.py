@@ -1,0 +1,87 @@
+"""Builds the per-process runtime (Redis client, stores, broker adapter) from settings.
+
+Built lazily on first use in each process, so a prefork child never shares a socket with its
+parent; guarded by a lock for thread pools.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from resilience.chaos import ChaosStore
+from resilience.classify import default_classifier
+from resilience.clock import Clock, SystemClock
+from resilience.connection import connect
+from resilience.deadletter import DeadLetterStore
+from resilience.errors import ConfigurationError
+from resilience.handler import ErrorHandler
+from resilience.keys import KeySpace
+from resilience.outcomes import OutcomeCounter
+from resilience.scrub import Scrubber
+from resilience.task import ResilienceRuntime
+from tasks.brokers.base import BrokerAdapter
+from tasks.brokers.paper import PaperBroker
+from tasks.runtime import TradingRuntime
+from worker.settings import Settings
+
+__all__ = ["RuntimeProvider", "build_runtime"]
+
+
+def build_runtime(settings: Settings, *, clock: Clock | None = None) -> TradingRuntime:
+    """Every service a worker process needs, wired from ``settings``."""
+    clock = clock or SystemClock()
+    keys = KeySpace(settings.namespace)
+    client = connect(settings.redis_url, socket_timeout_s=settings.redis_socket_timeout_s)
+    scrubber = Scrubber(settings.secret_values())
+    classifier = default_classifier()
+    resilience = ResilienceRuntime(
+        redis=client,
+        keys=keys,
+        dead_letters=DeadLetterStore(
+            client, keys, max_entries=settings.dlq_max_entries, retention_s=settings.dlq_retention_s
+        ),
+        handler=ErrorHandler(classifier=classifier, scrubber=scrubber),
+        scrubber=scrubber,
+        outcomes=OutcomeCounter(client, keys),
+        clock=clock,
+        max_countdown_s=settings.max_countdown_s,
+        max_redeliveries=settings.max_redeliveries,
+    )
+    chaos = ChaosStore(client, keys)
+    broker: BrokerAdapter
+    if settings.trading_broker == "paper":
+        broker = PaperBroker(
+            client,
+            keys,
+            clock=clock,
+            chaos=chaos,
+            market_hours=settings.paper_market_hours,
+            initial_cash=settings.paper_initial_cash,
+        )
+    else:
+        raise ConfigurationError(
+            "ALCHEMISER_TRADING_BROKER=alpaca: the Alpaca adapter is not built yet; use 'paper'"
+        )
+    return TradingRuntime(
+        resilience=resilience, broker=broker, chaos=chaos, order_ttl_s=settings.order_ttl_s
+    )
+
+
+class RuntimeProvider:
+    """Builds the runtime once per process, on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._runtime: TradingRuntime | None = None
+
+    def __call__(self) -> TradingRuntime:
+        if self._runtime is None:
+            with self._lock:
+                if self._runtime is None:
+                    self._runtime = build_runtime(self._settings)
+        return self._runtime
+
+    def resilience(self) -> ResilienceRuntime:
+        """The resilience part (what ``ResilientTask`` asks for)."""
+        return self().resilience
