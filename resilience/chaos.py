@@ -103,6 +103,10 @@ def build_fault(rule: ChaosRule) -> BaseException | None:
     return error
 
 
+def _field(target: str, phase: Phase) -> str:
+    return f"{target}@{phase}"
+
+
 class ChaosStore:
     """Fault rules of one namespace."""
 
@@ -113,16 +117,17 @@ class ChaosStore:
         self._take = register(client, "resilience", "chaos_take")
 
     def inject(self, rule: ChaosRule) -> None:
-        """Add or replace the rule for ``rule.target``."""
-        self._client.hset(self._keys.chaos_rules, rule.target, rule.to_json())
+        """Add or replace the rule for ``rule.target`` in ``rule.phase`` (one per phase)."""
+        self._client.hset(self._keys.chaos_rules, _field(rule.target, rule.phase), rule.to_json())
 
     def clear(self, target: str | None = None) -> int:
-        """Remove one target's rule, or every rule; returns how many were removed."""
+        """Remove one target's rules, or every rule; returns how many were removed."""
         if target is None:
             removed = int(self._client.hlen(self._keys.chaos_rules))
             self._client.delete(self._keys.chaos_rules)
             return removed
-        return int(self._client.hdel(self._keys.chaos_rules, target))
+        fields = [_field(target, "before"), _field(target, "after")]
+        return int(self._client.hdel(self._keys.chaos_rules, *fields))
 
     def rules(self) -> list[ChaosRule]:
         """Every active rule (expired ones are dropped lazily when consulted)."""
@@ -138,7 +143,7 @@ class ChaosStore:
         """Apply the rule for ``target`` if it fires now: sleep, crash or raise."""
         raw = self._take(
             keys=[self._keys.chaos_rules, self._keys.chaos_fired],
-            args=[target, phase, self._rng.random()],
+            args=[_field(target, phase), target, self._rng.random()],
         )
         if raw is None:
             return

@@ -20,11 +20,13 @@ from resilience.keys import KeySpace
 from resilience.scripts import register
 
 __all__ = [
+    "VALUE_LIMIT",
     "AuditRecord",
     "DeadLetter",
     "DeadLetterStore",
     "Status",
     "TransitionConflict",
+    "bound_value",
 ]
 
 Status = Literal["dead", "replaying", "replayed"]
@@ -32,6 +34,21 @@ Status = Literal["dead", "replaying", "replayed"]
 DEFAULT_MAX_ENTRIES = 10_000
 DEFAULT_RETENTION_S = 30 * 24 * 3600
 AUDIT_MAX_LEN = 100_000
+# Longest string kept in an entry: a 10 MB payload must not become a 10 MB dead letter.
+VALUE_LIMIT = 4_096
+
+
+def bound_value(value: Any, limit: int = VALUE_LIMIT) -> Any:
+    """A copy of a JSON-shaped value with every string cut to ``limit`` characters."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return value
+        return f"{value[:limit]}...[truncated {len(value) - limit} characters]"
+    if isinstance(value, dict):
+        return {str(k)[:limit]: bound_value(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [bound_value(v, limit) for v in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from redis import Redis
 from resilience.classify import Component
 from resilience.clock import Clock
 from resilience.context import ErrorContext
-from resilience.deadletter import DeadLetter, DeadLetterStore
+from resilience.deadletter import DeadLetter, DeadLetterStore, bound_value
 from resilience.errors import AlchemiserError, PoisonMessageError, StaleOrderError
 from resilience.handler import ErrorHandler, notification_data
 from resilience.keys import KeySpace
@@ -147,7 +147,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             return super().__call__(*args, **kwargs)
         runtime = self.runtime
         state = DeliveryState.from_headers(request.headers)
-        if (request.delivery_info or {}).get("redelivered"):
+        redelivered = bool((request.delivery_info or {}).get("redelivered"))
+        if redelivered:
             redeliveries = self._count_redelivery(runtime, state)
             if redeliveries > runtime.max_redeliveries:
                 poison = PoisonMessageError(
@@ -179,11 +180,14 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             )
             raise Ignore()
         try:
-            return self.run(*args, **kwargs)
+            result = self.run(*args, **kwargs)
         except (Retry, Ignore, Reject):
             raise
         except Exception as exc:
             self._on_failure(runtime, exc, args=args, kwargs=kwargs, state=state, deadline=deadline)
+        if state.failures or redelivered:
+            runtime.outcomes.incr("recovered", self.name)
+        return result
 
     def _count_redelivery(self, runtime: ResilienceRuntime, state: DeliveryState) -> int:
         key = runtime.keys.redeliveries(str(self.request.id), state.delivery)
@@ -303,10 +307,10 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             id=str(request.id),
             task=self.name,
             queue=delivery_info.get("routing_key"),
-            args=scrub(list(args)),
-            kwargs=scrub(kwargs),
+            args=bound_value(scrub(list(args))),
+            kwargs=bound_value(scrub(kwargs)),
             headers=scrub({HEADER: state.to_header()}),
-            client_order_id=self.client_order_id_of(kwargs),
+            client_order_id=bound_value(self.client_order_id_of(kwargs), 128),
             error_type=error.error_type,
             message=scrub.text(error.message)[:MESSAGE_LIMIT],
             reason=reason,

@@ -69,8 +69,10 @@ class OrderTask(TradingTask):
         return parse_deadline_s(kwargs.get("valid_until"))
 
 
-def _placed(order: Order, *, duplicate_avoided: bool) -> dict[str, Any]:
-    return {"order": order.to_dict(), "duplicate_avoided": duplicate_avoided}
+def _already_placed(task: OrderTask, order: Order) -> dict[str, Any]:
+    _log.info("order_already_placed", client_order_id=order.client_order_id)
+    task.runtime.outcomes.incr("duplicate_avoided", task.name)
+    return {"order": order.to_dict(), "duplicate_avoided": True}
 
 
 @shared_task(bind=True, base=OrderTask, name="tasks.submit_order")
@@ -81,8 +83,7 @@ def submit_order(self: OrderTask, **payload: Any) -> dict[str, Any]:
     if self.may_have_reached_broker():
         existing = broker.get_order_by_client_id(order.client_order_id)
         if existing is not None:
-            _log.info("order_already_placed", client_order_id=order.client_order_id)
-            return _placed(existing, duplicate_avoided=True)
+            return _already_placed(self, existing)
     try:
         placed = broker.submit_order(order)
     except Exception as exc:
@@ -90,11 +91,10 @@ def submit_order(self: OrderTask, **payload: Any) -> dict[str, Any]:
         if isinstance(error, DuplicateOrderError):
             existing = broker.get_order_by_client_id(order.client_order_id)
             if existing is not None:
-                _log.info("order_already_placed", client_order_id=order.client_order_id)
-                return _placed(existing, duplicate_avoided=True)
+                return _already_placed(self, existing)
         raise
     _log.info("order_placed", client_order_id=order.client_order_id, status=placed.status)
-    return _placed(placed, duplicate_avoided=False)
+    return {"order": placed.to_dict(), "duplicate_avoided": False}
 
 
 @shared_task(bind=True, base=TradingTask, name="tasks.cancel_order")
