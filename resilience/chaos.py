@@ -14,7 +14,7 @@ import random
 import signal
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from redis import Redis
 
@@ -131,12 +131,12 @@ class ChaosStore:
 
     def rules(self) -> list[ChaosRule]:
         """Every active rule (expired ones are dropped lazily when consulted)."""
-        raw: dict[str, str] = self._client.hgetall(self._keys.chaos_rules)
+        raw = cast("dict[str, str]", self._client.hgetall(self._keys.chaos_rules))
         return [ChaosRule.from_json(v) for _, v in sorted(raw.items())]
 
     def fired(self) -> dict[str, int]:
         """How often each target's faults fired."""
-        raw: dict[str, str] = self._client.hgetall(self._keys.chaos_fired)
+        raw = cast("dict[str, str]", self._client.hgetall(self._keys.chaos_fired))
         return {k: int(v) for k, v in raw.items()}
 
     def strike(self, target: str, phase: Phase) -> None:

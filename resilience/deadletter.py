@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from redis import Redis
 
@@ -186,7 +186,7 @@ class DeadLetterStore:
             return None
         return DeadLetter.from_json(raw, status or "dead")
 
-    def list(
+    def entries(
         self,
         *,
         error_type: str | None = None,
@@ -195,7 +195,7 @@ class DeadLetterStore:
         limit: int | None = None,
     ) -> list[DeadLetter]:
         """Entries newest first, filtered by exact error type, task name and status."""
-        ids: list[str] = self._client.zrevrange(self._keys.dlq_index, 0, -1)
+        ids = cast("list[str]", self._client.zrevrange(self._keys.dlq_index, 0, -1))
         entries = self._load(ids)
         selected = [
             e
@@ -261,7 +261,10 @@ class DeadLetterStore:
 
     def audit(self, *, limit: int = 100) -> list[AuditRecord]:
         """The newest audit records first."""
-        rows = self._client.xrevrange(self._keys.dlq_audit, count=limit)
+        rows = cast(
+            "list[tuple[str, dict[str, str]]]",
+            self._client.xrevrange(self._keys.dlq_audit, count=limit),
+        )
         records = []
         for stream_id, fields in rows:
             millis = int(str(stream_id).split("-", 1)[0])

@@ -5,6 +5,8 @@ Only the exceptional paths write here, so a task that succeeds first time costs 
 
 from __future__ import annotations
 
+from typing import cast
+
 from redis import Redis
 
 from resilience.keys import KeySpace
@@ -28,5 +30,5 @@ class OutcomeCounter:
 
     def totals(self) -> dict[str, int]:
         """Every counter."""
-        raw: dict[str, str] = self._client.hgetall(self._key)
+        raw = cast("dict[str, str]", self._client.hgetall(self._key))
         return {name: int(value) for name, value in raw.items()}

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["FILTERED", "SECRET_KEY_PARTS", "Scrubber"]
+__all__ = ["FILTERED", "MAX_TEXT_CHARS", "SECRET_KEY_PARTS", "Scrubber"]
 
 FILTERED = "[Filtered]"
 
@@ -36,27 +36,31 @@ SECRET_KEY_PARTS: tuple[str, ...] = (
     "webhook",
 )
 
+# Every pattern starts at a literal or behind a lookbehind and its repeats are bounded, so
+# scrubbing is linear in the text (the naive forms are quadratic on a 10 MB string).
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host -> keep the user, drop the password
     (
-        re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?P<post>@)"),
-        r"\g<pre>[Filtered]\g<post>",
+        re.compile(r"(?<![a-zA-Z0-9+.-])(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]{0,30}+://[^\s:/@]{0,256}+:)[^\s@/]{1,512}+(?=@)"),
+        r"\g<pre>[Filtered]",
     ),
-    (re.compile(r"(?i)(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [Filtered]"),
+    (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [Filtered]"),
     (
         re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
         "https://hooks.slack.com/services/[Filtered]",
     ),
     (re.compile(r"\b(?:PK|AK|CK)[A-Z0-9]{16,}\b"), FILTERED),
-    (re.compile(r"(?i)\b(sk|xox[abpr])[-_][A-Za-z0-9-]{10,}\b"), FILTERED),
+    (re.compile(r"(?i)\b(?:sk|xox[abpr])[-_][A-Za-z0-9-]{10,}\b"), FILTERED),
     (
         re.compile(
-            r"(?i)(?P<name>[\w-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|auth)[\w-]*)"
+            r"(?i)(?P<name>(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|auth)[\w-]{0,40}+)"
             r"(?P<sep>\s*[=:]\s*|\"\s*:\s*\")(?P<value>[^\s&,;\"']+)"
         ),
         r"\g<name>\g<sep>[Filtered]",
     ),
 )
+# Longer text is cut before scrubbing: nothing this long belongs in a log or a dead letter.
+MAX_TEXT_CHARS = 100_000
 
 _MIN_SECRET_LEN = 4
 
@@ -88,7 +92,9 @@ class Scrubber:
         return any(part in lowered for part in self._key_parts)
 
     def text(self, value: str) -> str:
-        """``value`` with known secret values and secret-shaped substrings replaced."""
+        """``value`` (cut to ``MAX_TEXT_CHARS``) with known secrets and secret shapes replaced."""
+        if len(value) > MAX_TEXT_CHARS:
+            value = f"{value[:MAX_TEXT_CHARS]}...[truncated {len(value) - MAX_TEXT_CHARS} characters]"
         for secret in self._values:
             if secret in value:
                 value = value.replace(secret, FILTERED)
@@ -102,7 +108,7 @@ class Scrubber:
             return self.text(value)
         if isinstance(value, Mapping):
             return {
-                str(k): (
+                self.text(str(k)): (
                     FILTERED if self.is_secret_key(str(k)) and v not in (None, "") else self(v)
                 )
                 for k, v in value.items()

@@ -28,7 +28,7 @@ def fill_order_defaults(
 
 
 def parse_deadline_s(value: Any) -> float | None:
-    """``valid_until`` as Unix seconds, or ``None`` when absent or unreadable (validation says why)."""
+    """``valid_until`` as Unix seconds; ``None`` if absent or unreadable (validation says why)."""
     if not isinstance(value, str) or len(value) > 64:
         return None
     try:

@@ -76,7 +76,7 @@ def _already_placed(task: OrderTask, order: Order) -> dict[str, Any]:
 
 
 @shared_task(bind=True, base=OrderTask, name="tasks.submit_order")
-def submit_order(self: OrderTask, **payload: Any) -> dict[str, Any]:
+def submit_order(self: OrderTask, /, **payload: Any) -> dict[str, Any]:
     """Place one order exactly once, whatever happened to earlier deliveries."""
     order = parse_payload(OrderRequest, payload)
     broker = self.trading.broker
@@ -98,7 +98,7 @@ def submit_order(self: OrderTask, **payload: Any) -> dict[str, Any]:
 
 
 @shared_task(bind=True, base=TradingTask, name="tasks.cancel_order")
-def cancel_order(self: TradingTask, **payload: Any) -> dict[str, Any]:
+def cancel_order(self: TradingTask, /, **payload: Any) -> dict[str, Any]:
     """Cancel a resting order; a retry finding it already canceled succeeds."""
     request = parse_payload(CancelRequest, payload)
     broker = self.trading.broker
@@ -121,7 +121,7 @@ class MarketDataTask(ResilientTask):
 
 
 @shared_task(bind=True, base=MarketDataTask, name="tasks.fetch_quote")
-def fetch_quote(self: MarketDataTask, **payload: Any) -> dict[str, Any]:
+def fetch_quote(self: MarketDataTask, /, **payload: Any) -> dict[str, Any]:
     """The latest quote of one symbol."""
     request = parse_payload(QuoteRequest, payload)
     return trading_runtime(self.app).broker.get_quote(request.symbol).to_dict()
@@ -132,7 +132,7 @@ def _leg_client_order_id(rebalance_id: str, symbol: str, side: str) -> str:
 
 
 @shared_task(bind=True, base=TradingTask, name="tasks.rebalance")
-def rebalance(self: TradingTask, **payload: Any) -> dict[str, Any]:
+def rebalance(self: TradingTask, /, **payload: Any) -> dict[str, Any]:
     """Move the portfolio toward target weights by fanning out ``tasks.submit_order``.
 
     Each leg's ``client_order_id`` derives from this task's id, so a retried rebalance sends
@@ -171,7 +171,7 @@ def rebalance(self: TradingTask, **payload: Any) -> dict[str, Any]:
 
 
 @shared_task(bind=True, base=TradingTask, name="tasks.sync_positions")
-def sync_positions(self: TradingTask, **payload: Any) -> dict[str, Any]:
+def sync_positions(self: TradingTask, /, **payload: Any) -> dict[str, Any]:
     """Read positions and cash from the broker (the source of truth)."""
     parse_payload(SyncRequest, payload)
     broker = self.trading.broker

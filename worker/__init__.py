@@ -20,7 +20,7 @@ def get_app() -> Celery:
     """The process's Celery app, created from the environment on first use."""
     global _app  # noqa: PLW0603 - one app per process is Celery's model; created once
     if _app is None:
-        from worker.app import create_app
+        from worker.app import create_app  # noqa: PLC0415 - app built on first access, not import
 
         _app = create_app()
     return _app

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
 from rich.console import Console
@@ -106,7 +106,7 @@ class _Demo:
         return {o.client_order_id for o in self.paper.list_orders()}
 
     def dead(self) -> dict[str, str]:
-        entries = self.runtime.resilience.dead_letters.list(status="dead")
+        entries = self.runtime.resilience.dead_letters.entries(status="dead")
         return {e.client_order_id: e.error_type for e in entries if e.client_order_id}
 
     def settled(self, ids: list[str]) -> bool:
@@ -127,7 +127,7 @@ class _Demo:
 
         replayer = Replayer(store, prepare=prepare_replay(now_s=time.time), publish=publish)
         replayed: list[str] = []
-        for entry in store.list(status="dead", error_type="TradingClientError"):
+        for entry in store.entries(status="dead", error_type="TradingClientError"):
             result = replayer.replay(entry.id, actor="demo")
             if result.outcome == "replayed" and entry.client_order_id:
                 replayed.append(entry.client_order_id)
@@ -137,7 +137,10 @@ class _Demo:
         return replayed
 
     def accepted_twice(self) -> int:
-        events = self.runtime.resilience.redis.xrange(self.runtime.resilience.keys.paper_log)
+        events = cast(
+            "list[tuple[str, dict[str, str]]]",
+            self.runtime.resilience.redis.xrange(self.runtime.resilience.keys.paper_log),
+        )
         accepted = Counter(
             fields["client_order_id"] for _, fields in events if fields.get("event") == "accepted"
         )
@@ -150,7 +153,8 @@ def _scenario(demo: _Demo, orders: int) -> DemoReport:
     report = demo.report
 
     say(
-        "[bold]1. A flaky broker[/]: 30% of submits answer 503, 20% are booked but the response is lost, 30% of look-ups answer 429"
+        "[bold]1. A flaky broker[/]: 30% of submits answer 503, 20% are booked but the response"
+        " is lost, 30% of look-ups answer 429"
     )
     chaos.inject(ChaosRule("broker.submit_order", "http:503", probability=0.3))
     chaos.inject(ChaosRule("broker.submit_order", "TimeoutError", probability=0.2, phase="after"))

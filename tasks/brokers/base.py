@@ -51,7 +51,8 @@ class Order:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Order:
         """Rebuild from :meth:`to_dict` (extra keys ignored)."""
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+        fields: dict[str, Any] = {k: data.get(k) for k in cls.__dataclass_fields__}
+        return cls(**fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import json
 import uuid
 import zlib
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 
 from redis import Redis
 
@@ -183,7 +183,7 @@ class PaperBroker:
     def list_positions(self) -> list[Position]:
         """Every non-zero position."""
         self._strike("list_positions", "before")
-        raw: dict[str, str] = self._client.hgetall(self._keys.paper_positions)
+        raw = cast("dict[str, str]", self._client.hgetall(self._keys.paper_positions))
         return [Position(s, float(q)) for s, q in sorted(raw.items()) if abs(float(q)) > 1e-12]
 
     def get_account(self) -> Account:
@@ -195,13 +195,13 @@ class PaperBroker:
 
     def list_orders(self) -> list[Order]:
         """Every booked order, oldest first."""
-        raw: dict[str, str] = self._client.hgetall(self._keys.paper_orders)
+        raw = cast("dict[str, str]", self._client.hgetall(self._keys.paper_orders))
         orders = [Order.from_dict(json.loads(v)) for v in raw.values()]
         return sorted(orders, key=lambda o: (o.submitted_at, o.client_order_id))
 
     def counters(self) -> dict[str, int]:
         """accepted, duplicates_rejected, rejected, canceled."""
-        raw: dict[str, str] = self._client.hgetall(self._keys.paper_account)
+        raw = cast("dict[str, str]", self._client.hgetall(self._keys.paper_account))
         return {k: int(float(v)) for k, v in raw.items() if k != "cash"}
 
     def reset(self) -> None:

@@ -344,7 +344,7 @@ def test_replay_refuses_unregistered_tasks_and_invalid_payloads(
     assert "no such dead letter" in reasons["missing"]
     assert all(row["task_id"] is None for row in doc["skipped"])
     assert all_queued(client, ns) == 0
-    assert {e.status for e in store.list()} == {"dead"}
+    assert {e.status for e in store.entries()} == {"dead"}
 
 
 def test_replay_dry_run_publishes_nothing_and_changes_nothing(
@@ -461,7 +461,7 @@ def test_discard_all_skips_entries_not_dead(ns: str, store: DeadLetterStore) -> 
     as_json(run("dlq", "replay", "dl-b", "--json"))
     doc = as_json(run("dlq", "discard", "--all", "--json"))
     assert doc == {"discarded": ["dl-a"], "skipped": []}
-    assert [e.id for e in store.list()] == ["dl-b"]
+    assert [e.id for e in store.entries()] == ["dl-b"]
     refused = as_json(run("dlq", "discard", "dl-b", "--json"))
     assert refused == {"discarded": [], "skipped": [{"id": "dl-b", "reason": "status is replayed"}]}
 

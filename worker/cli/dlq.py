@@ -58,7 +58,7 @@ def list_(
 ) -> None:
     """Dead letters, newest first."""
     with services(ctx) as svc:
-        entries = svc.dead_letters.list(error_type=error, task=task, status=status)
+        entries = svc.dead_letters.entries(error_type=error, task=task, status=status)
     if as_json:
         print_json([entry.summary() for entry in entries])
         return
@@ -125,7 +125,7 @@ def _selected_ids(
             exit_code=EXIT_USAGE,
         )
     if all_:
-        return [entry.id for entry in store.list(status="dead", error_type=error)]
+        return [entry.id for entry in store.entries(status="dead", error_type=error)]
     return given
 
 

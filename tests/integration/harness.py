@@ -1,0 +1,110 @@
+"""Integration harness: a deployment on the real Redis with real Celery worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from redis import Redis
+
+from tasks.brokers.paper import PaperBroker
+from tasks.runtime import TradingRuntime
+from worker.fleet import WorkerProcess, start_worker, wait_until_ready
+from worker.settings import Settings
+
+REDIS_URL = os.environ.get("ALCHEMISER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` until true; fail the test saying ``what`` did not happen."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    if not condition():
+        pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def order_kwargs(
+    symbol: str = "AAPL", qty: float = 1, *, ttl_s: float = 600, **extra: Any
+) -> dict[str, Any]:
+    """A valid ``tasks.submit_order`` payload with a fresh client_order_id."""
+    kwargs: dict[str, Any] = {
+        "symbol": symbol,
+        "side": "buy",
+        "qty": qty,
+        "client_order_id": f"it-{uuid.uuid4().hex[:16]}",
+        "valid_until": (datetime.now(UTC) + timedelta(seconds=ttl_s)).isoformat(),
+    }
+    kwargs.update(extra)
+    return kwargs
+
+
+@dataclass
+class Deployment:
+    """One namespace on the real Redis: settings, a client app, the runtime and workers."""
+
+    settings: Settings
+    env: dict[str, str]
+    log_dir: Path
+    app: Celery
+    runtime: TradingRuntime
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def redis(self) -> Redis:
+        return self.runtime.resilience.redis
+
+    @property
+    def paper(self) -> PaperBroker:
+        broker = self.runtime.broker
+        assert isinstance(broker, PaperBroker)
+        return broker
+
+    def start_workers(
+        self, count: int = 1, *, concurrency: int = 2, pool: str = "prefork"
+    ) -> list[WorkerProcess]:
+        started = [
+            start_worker(self.env, self.log_dir, concurrency=concurrency, pool=pool)
+            for _ in range(count)
+        ]
+        self.workers.extend(started)
+        wait_until_ready(self.app, started, timeout_s=60.0)
+        return started
+
+    def submit(self, kwargs: dict[str, Any]) -> str:
+        return str(self.app.send_task("tasks.submit_order", kwargs=kwargs).id)
+
+    def booked(self) -> set[str]:
+        return {o.client_order_id for o in self.paper.list_orders()}
+
+    def accepted_counts(self) -> Counter[str]:
+        """How often the exchange accepted each client_order_id (from its event log)."""
+        events = self.redis.xrange(self.runtime.resilience.keys.paper_log)
+        return Counter(f["client_order_id"] for _, f in events if f.get("event") == "accepted")
+
+    def dead_by_order(self) -> dict[str, str]:
+        store = self.runtime.resilience.dead_letters
+        return {e.client_order_id: e.error_type for e in store.entries() if e.client_order_id}
+
+    def log_events(self, event: str) -> list[dict[str, Any]]:
+        """Structured log lines named ``event`` from every worker of this deployment."""
+        found = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if line.startswith("{") and f'"{event}"' in line:
+                    record = json.loads(line)
+                    if record.get("event") == event:
+                        found.append(record)
+        return found

@@ -1,0 +1,110 @@
+"""Retry policy from the error hierarchy, applied by real workers against real Redis."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from resilience.chaos import ChaosRule
+from tests.integration.harness import Deployment, order_kwargs, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _ts(record: dict[str, object]) -> float:
+    return datetime.fromisoformat(str(record["timestamp"])).timestamp()
+
+
+def test_rate_limited_order_waits_retry_after_then_succeeds(deployment: Deployment) -> None:
+    """A 429 with Retry-After retries after max(Retry-After, backoff) and then succeeds."""
+    deployment.runtime.chaos.inject(
+        ChaosRule("broker.submit_order", "http:429", count=2, retry_after_s=1)
+    )
+    deployment.start_workers()
+    order = order_kwargs()
+    deployment.submit(order)
+    wait_for(lambda: order["client_order_id"] in deployment.booked(), 30, "the order to be booked")
+
+    failures = deployment.log_events("task_failed")
+    assert [f["error_type"] for f in failures] == ["RateLimitError", "RateLimitError"]
+    assert [f["action"] for f in failures] == ["retry", "retry"]
+    # RateLimitError: Exponential(1 s, x2) with full jitter, never sooner than Retry-After.
+    assert 1.0 <= float(failures[0]["countdown_s"]) <= 1.0
+    assert 1.0 <= float(failures[1]["countdown_s"]) <= 2.0
+    placed = deployment.log_events("order_placed")
+    assert len(placed) == 1
+    assert _ts(placed[0]) - _ts(failures[1]) >= float(failures[1]["countdown_s"]) - 0.05
+    totals = deployment.runtime.resilience.outcomes.totals()
+    assert totals["retried"] == 2
+    assert totals["recovered"] == 1
+    assert deployment.accepted_counts()[order["client_order_id"]] == 1
+
+
+def test_insufficient_funds_is_dead_lettered_after_exactly_one_attempt(
+    deployment: Deployment,
+) -> None:
+    """An order the account cannot fund runs once and goes to the dead-letter store."""
+    deployment.start_workers()
+    order = order_kwargs("NVDA", 1_000_000)
+    task_id = deployment.submit(order)
+    store = deployment.runtime.resilience.dead_letters
+    wait_for(lambda: store.get(task_id) is not None, 30, "the dead letter")
+
+    entry = store.get(task_id)
+    assert entry is not None
+    assert entry.error_type == "InsufficientFundsError"
+    assert entry.reason == "not retryable"
+    assert len(entry.attempts) == 1
+    assert entry.attempts[0]["action"] == "dead_letter"
+    assert entry.client_order_id == order["client_order_id"]
+    assert entry.queue == "trading"
+    assert deployment.paper.counters().get("rejected") == 1
+    assert "retried" not in deployment.runtime.resilience.outcomes.totals()
+    assert order["client_order_id"] not in deployment.booked()
+
+
+def test_transient_failures_beyond_max_attempts_dead_letter_with_full_history(
+    deployment: Deployment,
+) -> None:
+    """503 on every attempt: 5 attempts (TradingClientError policy), then a dead letter
+    holding each attempt's time, error, countdown and worker."""
+    deployment.runtime.chaos.inject(ChaosRule("broker.submit_order", "http:503"))
+    deployment.start_workers()
+    order = order_kwargs()
+    task_id = deployment.submit(order)
+    store = deployment.runtime.resilience.dead_letters
+    wait_for(lambda: store.get(task_id) is not None, 60, "the dead letter")
+
+    entry = store.get(task_id)
+    assert entry is not None
+    assert entry.error_type == "TradingClientError"
+    assert entry.reason == "attempts exhausted (5 of 5)"
+    assert [a["attempt"] for a in entry.attempts] == [1, 2, 3, 4, 5]
+    assert [a["action"] for a in entry.attempts] == ["retry"] * 4 + ["dead_letter"]
+    times = [datetime.fromisoformat(a["at"]).timestamp() for a in entry.attempts]
+    countdowns = [float(a["countdown_s"]) for a in entry.attempts]
+    # Exponential(0.5 s, x2) with equal jitter: in [d/2, d] for d = 0.5, 1, 2, 4.
+    for countdown, full in zip(countdowns[:4], (0.5, 1.0, 2.0, 4.0), strict=True):
+        assert full / 2 <= countdown <= full
+    for earlier, later, countdown in zip(times, times[1:], countdowns, strict=False):
+        assert later - earlier >= countdown - 0.05
+    assert all(a["hostname"] for a in entry.attempts)
+    assert all(a["error_type"] == "TradingClientError" for a in entry.attempts)
+    assert entry.traceback is not None and "ChaosHTTPError" in entry.traceback
+    assert deployment.paper.counters().get("accepted", 0) == 0
+
+
+def test_stale_order_is_dead_lettered_and_never_executed(deployment: Deployment) -> None:
+    """An order whose valid_until has passed is dead-lettered as StaleOrderError unexecuted."""
+    deployment.start_workers()
+    order = order_kwargs(ttl_s=-5)
+    task_id = deployment.submit(order)
+    store = deployment.runtime.resilience.dead_letters
+    wait_for(lambda: store.get(task_id) is not None, 30, "the dead letter")
+
+    entry = store.get(task_id)
+    assert entry is not None
+    assert entry.error_type == "StaleOrderError"
+    assert deployment.paper.list_orders() == []
+    assert deployment.paper.counters() == {}
