@@ -26,6 +26,7 @@ __all__ = ["FOREIGN_FAULTS", "ChaosHTTPError", "ChaosRule", "ChaosStore", "Phase
 
 Phase = Literal["before", "after"]
 
+HTTP_STATUS_MIN, HTTP_STATUS_MAX = 100, 599
 FOREIGN_FAULTS = ("TimeoutError", "ConnectionError", "crash", "none", "http:<status>")
 
 
@@ -89,7 +90,10 @@ def build_fault(rule: ChaosRule) -> BaseException | None:
     if name == "ConnectionError":
         return ConnectionResetError(message)
     if name.startswith("http:"):
-        status = int(name.split(":", 1)[1])
+        status_text = name.split(":", 1)[1]
+        if not status_text.isdigit() or not HTTP_STATUS_MIN <= int(status_text) <= HTTP_STATUS_MAX:
+            raise ValueError(f"bad fault {name!r}: use http:<status> with a status from 100 to 599")
+        status = int(status_text)
         headers = {"Retry-After": str(rule.retry_after_s)} if rule.retry_after_s is not None else {}
         return ChaosHTTPError(status, message, headers)
     try:

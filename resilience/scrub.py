@@ -41,7 +41,9 @@ SECRET_KEY_PARTS: tuple[str, ...] = (
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host -> keep the user, drop the password
     (
-        re.compile(r"(?<![a-zA-Z0-9+.-])(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]{0,30}+://[^\s:/@]{0,256}+:)[^\s@/]{1,512}+(?=@)"),
+        re.compile(
+            r"(?<![a-zA-Z0-9+.-])(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]{0,30}+://[^\s:/@]{0,256}+:)[^\s@/]{1,512}+(?=@)"
+        ),
         r"\g<pre>[Filtered]",
     ),
     (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [Filtered]"),
@@ -93,11 +95,13 @@ class Scrubber:
 
     def text(self, value: str) -> str:
         """``value`` (cut to ``MAX_TEXT_CHARS``) with known secrets and secret shapes replaced."""
-        if len(value) > MAX_TEXT_CHARS:
-            value = f"{value[:MAX_TEXT_CHARS]}...[truncated {len(value) - MAX_TEXT_CHARS} characters]"
+        # Known secrets go first, on the whole text: a cut must not split one and leak its head.
         for secret in self._values:
             if secret in value:
                 value = value.replace(secret, FILTERED)
+        if len(value) > MAX_TEXT_CHARS:
+            cut = len(value) - MAX_TEXT_CHARS
+            value = f"{value[:MAX_TEXT_CHARS]}...[truncated {cut} characters]"
         for pattern, replacement in _PATTERNS:
             value = pattern.sub(replacement, value)
         return value
@@ -107,12 +111,17 @@ class Scrubber:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):
-            return {
-                self.text(str(k)): (
-                    FILTERED if self.is_secret_key(str(k)) and v not in (None, "") else self(v)
-                )
-                for k, v in value.items()
-            }
+            scrubbed: dict[str, Any] = {}
+            for k, v in value.items():
+                key = self.text(str(k))
+                # Keys that differ only in a secret would collide: keep every entry.
+                unique, n = key, 1
+                while unique in scrubbed:
+                    n += 1
+                    unique = f"{key}#{n}"
+                secret = self.is_secret_key(str(k)) and v not in (None, "")
+                scrubbed[unique] = FILTERED if secret else self(v)
+            return scrubbed
         if isinstance(value, list | tuple | set | frozenset):
             return [self(v) for v in value]
         if value is None or isinstance(value, bool | int | float):

@@ -47,6 +47,13 @@ class OrderRequest(_Payload):
     client_order_id: Annotated[str, Field(pattern=CLIENT_ORDER_ID_PATTERN)]
     valid_until: datetime
 
+    @field_validator("qty", "limit_price", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        return value
+
     @field_validator("valid_until", mode="after")
     @classmethod
     def _aware_utc(cls, value: datetime) -> datetime:

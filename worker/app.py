@@ -49,6 +49,10 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
+        # Positions are re-read from the broker (the source of truth) every minute.
+        beat_schedule={
+            "sync-positions": {"task": "tasks.sync_positions", "schedule": 60.0},
+        },
         timezone="UTC",
         enable_utc=True,
     )

@@ -16,14 +16,17 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', audit_max, '*',
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local evicted = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now_ms - retention_ms))
-local overflow = redis.call('ZCARD', KEYS[3]) - #evicted - max_entries
+local expired = #evicted
+local overflow = redis.call('ZCARD', KEYS[3]) - expired - max_entries
 if overflow > 0 then
   local oldest = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. (now_ms - retention_ms), '+inf', 'LIMIT', 0, overflow)
   for _, old in ipairs(oldest) do evicted[#evicted + 1] = old end
 end
-for _, old in ipairs(evicted) do
+for i, old in ipairs(evicted) do
+  local why = 'retention'
+  if i > expired then why = 'max_entries' end
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', audit_max, '*',
-    'action', 'evict', 'id', old, 'actor', 'retention', 'entry', redis.call('HGET', KEYS[1], old) or '')
+    'action', 'evict', 'id', old, 'actor', why, 'entry', redis.call('HGET', KEYS[1], old) or '')
   redis.call('HDEL', KEYS[1], old)
   redis.call('HDEL', KEYS[2], old)
   redis.call('ZREM', KEYS[3], old)

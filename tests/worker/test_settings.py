@@ -1,0 +1,231 @@
+"""Tests of ``worker.settings``: environment over config file over defaults, checked at start."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from resilience.errors import ConfigurationError
+from worker.settings import CONFIG_ENV, Settings, load_settings
+
+OUTSIDE_VARIABLES = ("SENTRY_DSN", "ALPACA_API_KEY", "ALPACA_SECRET_KEY", "ALPACA_BASE_URL")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting leaks in from the environment the tests run in."""
+    for name in list(os.environ):
+        if name.upper().startswith("ALCHEMISER_") or name.upper() in OUTSIDE_VARIABLES:
+            monkeypatch.delenv(name)
+
+
+def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    """A TOML config file named by ``ALCHEMISER_CONFIG``."""
+    path = tmp_path / "alchemiser.toml"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    return path
+
+
+def configuration_error() -> str:
+    """The message of the ``ConfigurationError`` that ``load_settings`` raises."""
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    return refused.value.message
+
+
+def test_defaults_match_the_contract() -> None:
+    """Without environment or file: local Redis, namespace alchemiser, paper broker."""
+    settings = load_settings()
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.namespace == "alchemiser"
+    assert settings.broker_url is None
+    assert settings.effective_broker_url == "redis://127.0.0.1:6379/0"
+    assert settings.broker_is_redis is True
+    assert settings.trading_broker == "paper"
+    assert settings.config is None
+    assert settings.sentry_dsn is None
+    assert settings.alpaca_base_url == "https://paper-api.alpaca.markets"
+    assert settings.paper_market_hours == "always_open"
+    assert settings.secret_values() == []
+
+
+def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ALCHEMISER_*`` variables set the matching settings."""
+    monkeypatch.setenv("ALCHEMISER_REDIS_URL", "redis://cache:6380/2")
+    monkeypatch.setenv("ALCHEMISER_NAMESPACE", "staging")
+    monkeypatch.setenv("ALCHEMISER_TRADING_BROKER", "alpaca")
+    monkeypatch.setenv("ALCHEMISER_ORDER_TTL_S", "42")
+    monkeypatch.setenv("ALCHEMISER_DLQ_MAX_ENTRIES", "7")
+    settings = load_settings()
+    assert settings.redis_url == "redis://cache:6380/2"
+    assert settings.effective_broker_url == "redis://cache:6380/2"
+    assert settings.namespace == "staging"
+    assert settings.trading_broker == "alpaca"
+    assert settings.order_ttl_s == 42.0
+    assert settings.dlq_max_entries == 7
+
+
+def test_separate_broker_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ALCHEMISER_BROKER_URL`` sets the Celery broker apart from the state Redis."""
+    monkeypatch.setenv("ALCHEMISER_BROKER_URL", "amqp://guest@rabbit:5672//")
+    settings = load_settings()
+    assert settings.effective_broker_url == "amqp://guest@rabbit:5672//"
+    assert settings.broker_is_redis is False
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+
+
+def test_invalid_environment_value_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unknown trading broker is refused, naming the setting."""
+    monkeypatch.setenv("ALCHEMISER_TRADING_BROKER", "robinhood")
+    message = configuration_error()
+    assert message.startswith("invalid settings: ")
+    assert "trading_broker" in message
+
+
+def test_config_file_values_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TOML sections map to settings: [deadletter] dlq_, [orders] order_, [paper] paper_."""
+    path = write_config(
+        tmp_path,
+        monkeypatch,
+        """
+        [deadletter]
+        max_entries = 5
+        retention_s = 86400
+
+        [orders]
+        ttl_s = 60
+
+        [paper]
+        market_hours = "regular"
+        initial_cash = 2500.0
+
+        [celery]
+        visibility_timeout_s = 7200
+        max_countdown_s = 600
+        """,
+    )
+    settings = load_settings()
+    assert settings.dlq_max_entries == 5
+    assert settings.dlq_retention_s == 86400.0
+    assert settings.order_ttl_s == 60.0
+    assert settings.paper_market_hours == "regular"
+    assert settings.paper_initial_cash == 2500.0
+    assert (settings.visibility_timeout_s, settings.max_countdown_s) == (7200.0, 600.0)
+    assert settings.config == path
+
+
+def test_environment_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variable set in the environment beats the same setting in the file."""
+    write_config(
+        tmp_path,
+        monkeypatch,
+        '[orders]\nttl_s = 60\n[paper]\nmarket_hours = "regular"\n[deadletter]\nmax_entries = 5\n',
+    )
+    monkeypatch.setenv("ALCHEMISER_ORDER_TTL_S", "90")
+    monkeypatch.setenv("ALCHEMISER_PAPER_MARKET_HOURS", "always_open")
+    settings = load_settings()
+    assert settings.order_ttl_s == 90.0
+    assert settings.paper_market_hours == "always_open"
+    assert settings.dlq_max_entries == 5
+
+
+def test_missing_config_file_names_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ALCHEMISER_CONFIG`` naming no file is a ConfigurationError naming the path."""
+    missing = tmp_path / "nowhere" / "alchemiser.toml"
+    monkeypatch.setenv(CONFIG_ENV, str(missing))
+    message = configuration_error()
+    assert str(missing) in message
+    assert "does not exist" in message
+    assert CONFIG_ENV in message
+
+
+def test_bad_toml_is_a_configuration_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that is not TOML is refused, naming the file."""
+    path = write_config(tmp_path, monkeypatch, "[orders\nttl_s = = 60\n")
+    message = configuration_error()
+    assert str(path) in message
+    assert "is not valid TOML" in message
+
+
+def test_unknown_file_setting_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt setting in the file is refused rather than silently ignored."""
+    write_config(tmp_path, monkeypatch, "[orders]\nttl_seconds = 60\n")
+    message = configuration_error()
+    assert "order_ttl_seconds" in message
+
+
+def test_invalid_file_value_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value out of range in the file names the setting."""
+    write_config(tmp_path, monkeypatch, "[deadletter]\nmax_entries = 0\n")
+    message = configuration_error()
+    assert "dlq_max_entries" in message
+
+
+@pytest.mark.parametrize(("countdown", "visibility"), [("3240", "3600"), ("5000", "3600")])
+def test_countdown_near_visibility_timeout_is_refused(
+    monkeypatch: pytest.MonkeyPatch, countdown: str, visibility: str
+) -> None:
+    """max_countdown_s >= 90% of visibility_timeout_s is refused, saying what to change."""
+    monkeypatch.setenv("ALCHEMISER_MAX_COUNTDOWN_S", countdown)
+    monkeypatch.setenv("ALCHEMISER_VISIBILITY_TIMEOUT_S", visibility)
+    message = configuration_error()
+    assert "max_countdown_s" in message
+    assert "visibility_timeout_s" in message
+    assert "below 3240" in message
+    assert "Lower ALCHEMISER_MAX_COUNTDOWN_S or raise ALCHEMISER_VISIBILITY_TIMEOUT_S" in message
+
+
+def test_countdown_just_below_the_limit_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A countdown just under 90% of the visibility timeout is fine."""
+    monkeypatch.setenv("ALCHEMISER_MAX_COUNTDOWN_S", "3239")
+    assert load_settings().max_countdown_s == 3239.0
+
+
+def test_countdown_check_applies_to_file_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The visibility check also guards values that come from the file."""
+    write_config(tmp_path, monkeypatch, "[celery]\nvisibility_timeout_s = 100\n")
+    message = configuration_error()
+    assert "max_countdown_s (1800)" in message
+    assert "visibility_timeout_s (100" in message
+
+
+def test_secret_values_collect_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alpaca keys, the Sentry DSN and passwords in Redis/broker URLs are known secrets."""
+    monkeypatch.setenv("ALPACA_API_KEY", "PKAAAABBBBCCCCDDDD11")
+    monkeypatch.setenv("ALPACA_SECRET_KEY", "alpaca-secret-value")
+    monkeypatch.setenv("SENTRY_DSN", "https://abc123@o1.ingest.sentry.io/42")
+    monkeypatch.setenv("ALCHEMISER_REDIS_URL", "redis://:redis-pass-1@cache:6379/0")
+    monkeypatch.setenv("ALCHEMISER_BROKER_URL", "amqp://bob:rabbit-pass-2@mq:5672//")
+    settings = load_settings()
+    secrets = settings.secret_values()
+    for expected in (
+        "PKAAAABBBBCCCCDDDD11",
+        "alpaca-secret-value",
+        "https://abc123@o1.ingest.sentry.io/42",
+        "redis-pass-1",
+        "rabbit-pass-2",
+    ):
+        assert expected in secrets
+    assert "alpaca-secret-value" not in repr(settings)
+
+
+def test_secret_values_ignore_urls_without_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Redis URL with a user but no password adds nothing."""
+    monkeypatch.setenv("ALCHEMISER_REDIS_URL", "redis://default@cache:6379/0")
+    assert load_settings().secret_values() == []
+
+
+def test_settings_are_frozen() -> None:
+    """Settings cannot be changed once built."""
+    settings = Settings()
+    with pytest.raises(Exception, match="frozen"):
+        settings.namespace = "other"
