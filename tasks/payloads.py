@@ -98,6 +98,9 @@ class RebalanceRequest(_Payload):
     targets: dict[Symbol, Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(
         min_length=1, max_length=500
     )
+    # Legs smaller than this share of equity are skipped, so a rerun does not churn on
+    # spreads and rounding (a rebalancing band).
+    min_drift: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.001
     valid_until: datetime | None = None
 
     @field_validator("targets", mode="after")

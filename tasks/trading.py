@@ -150,7 +150,7 @@ def rebalance(self: TradingTask, /, **payload: Any) -> dict[str, Any]:
         target_value = request.targets.get(symbol, 0.0) * equity
         delta_value = target_value - held.get(symbol, 0.0) * prices[symbol]
         qty = int(abs(delta_value) // prices[symbol])
-        if qty == 0 or qty * prices[symbol] < MIN_ORDER_VALUE:
+        if qty == 0 or abs(delta_value) < max(request.min_drift * equity, MIN_ORDER_VALUE):
             continue
         side = "buy" if delta_value > 0 else "sell"
         legs.append(

@@ -108,3 +108,56 @@ def test_stale_order_is_dead_lettered_and_never_executed(deployment: Deployment)
     assert entry.error_type == "StaleOrderError"
     assert deployment.paper.list_orders() == []
     assert deployment.paper.counters() == {}
+
+
+def test_market_closed_defers_without_spending_attempts(deployment: Deployment) -> None:
+    """MarketClosedError defers (twice here) without spending an attempt, then the order runs;
+    a later transient failure still has its full attempt budget."""
+    deployment.runtime.chaos.inject(
+        ChaosRule("broker.submit_order", "MarketClosedError", count=2, retry_after_s=0.3)
+    )
+    deployment.start_workers()
+    order = order_kwargs()
+    deployment.submit(order)
+    wait_for(lambda: order["client_order_id"] in deployment.booked(), 30, "the order to be booked")
+
+    failures = deployment.log_events("task_failed")
+    assert [(f["error_type"], f["action"]) for f in failures] == [
+        ("MarketClosedError", "defer"),
+        ("MarketClosedError", "defer"),
+    ]
+    assert [f["attempt"] for f in failures] == [1, 1]
+    assert all(float(f["countdown_s"]) == 0.3 for f in failures)
+    totals = deployment.runtime.resilience.outcomes.totals()
+    assert totals["deferred"] == 2
+    assert "retried" not in totals
+
+
+def test_market_closed_past_the_deadline_is_dead_lettered(deployment: Deployment) -> None:
+    """A deferral that would end after the order's valid_until dead-letters it instead."""
+    deployment.runtime.chaos.inject(
+        ChaosRule("broker.submit_order", "MarketClosedError", retry_after_s=3600)
+    )
+    deployment.start_workers()
+    task_id = deployment.submit(order_kwargs(ttl_s=60))
+    store = deployment.runtime.resilience.dead_letters
+    wait_for(lambda: store.get(task_id) is not None, 30, "the dead letter")
+    entry = store.get(task_id)
+    assert entry is not None
+    assert entry.error_type == "MarketClosedError"
+    assert entry.reason == "deadline passes before it may run again"
+    assert deployment.booked() == set()
+
+
+def test_final_failure_publishes_an_escalation(deployment: Deployment) -> None:
+    """A dead letter publishes tasks.escalate on the escalation queue with its id, scrubbed."""
+    deployment.start_workers()
+    order = order_kwargs("NVDA", 1_000_000)
+    task_id = deployment.submit(order)
+    wait_for(lambda: len(deployment.log_events("escalation")) == 1, 30, "the escalation")
+    (escalation,) = deployment.log_events("escalation")
+    assert escalation["dead_letter_id"] == task_id
+    assert escalation["error_type"] == "InsufficientFundsError"
+    assert escalation["client_order_id"] == order["client_order_id"]
+    assert escalation["severity"] == "high"
+    assert escalation["priority"] == "P2"
