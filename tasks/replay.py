@@ -10,11 +10,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from celery import Celery
 from pydantic import BaseModel
 
 from resilience.deadletter import DeadLetter
 from resilience.errors import ValidationError
-from resilience.replay import ReplayRefused
+from resilience.replay import PublishReplay, ReplayRefused
+from resilience.task import HEADER
 from tasks.ordering import parse_deadline_s
 from tasks.payloads import (
     CancelRequest,
@@ -24,8 +26,9 @@ from tasks.payloads import (
     SyncRequest,
     parse_payload,
 )
+from tasks.routing import queue_of
 
-__all__ = ["REPLAYABLE", "prepare_replay"]
+__all__ = ["REPLAYABLE", "prepare_replay", "replay_publisher"]
 
 REPLAYABLE: dict[str, type[BaseModel]] = {
     "tasks.submit_order": OrderRequest,
@@ -68,3 +71,19 @@ def prepare_replay(
         return kwargs
 
     return prepare
+
+
+def replay_publisher(app: Celery) -> PublishReplay:
+    """A ``publish`` callable for :class:`resilience.replay.Replayer`: the original task, on
+    its queue, marked as a replay of the entry (so an order is looked up before it is sent)."""
+
+    def publish(entry: DeadLetter, kwargs: dict[str, Any]) -> str:
+        result = app.send_task(
+            entry.task,
+            kwargs=kwargs,
+            queue=queue_of(entry.task),
+            headers={HEADER: {"replay_of": entry.id}},
+        )
+        return str(result.id)
+
+    return publish

@@ -27,10 +27,8 @@ from rich.table import Table
 
 from resilience.chaos import ChaosRule
 from resilience.replay import Replayer
-from resilience.task import HEADER
 from tasks.brokers.paper import PaperBroker
-from tasks.replay import prepare_replay
-from tasks.routing import queue_of
+from tasks.replay import prepare_replay, replay_publisher
 from tasks.runtime import TradingRuntime
 from worker.app import create_app
 from worker.embedded import RedisSource, redis_for_demo
@@ -116,16 +114,9 @@ class _Demo:
     def replay_transient(self) -> list[str]:
         store = self.runtime.resilience.dead_letters
 
-        def publish(entry: Any, kwargs: dict[str, Any]) -> str:
-            result = self.app.send_task(
-                entry.task,
-                kwargs=kwargs,
-                queue=queue_of(entry.task),
-                headers={HEADER: {"replay_of": entry.id}},
-            )
-            return str(result.id)
-
-        replayer = Replayer(store, prepare=prepare_replay(now_s=time.time), publish=publish)
+        replayer = Replayer(
+            store, prepare=prepare_replay(now_s=time.time), publish=replay_publisher(self.app)
+        )
         replayed: list[str] = []
         for entry in store.entries(status="dead", error_type="TradingClientError"):
             result = replayer.replay(entry.id, actor="demo")

@@ -13,21 +13,10 @@ from pathlib import Path
 import pytest
 
 from resilience.connection import connect
-from tests.integration.harness import REDIS_URL, Deployment
+from tests.integration.harness import Deployment
 from worker.app import create_app
-from worker.embedded import redis_answers
 from worker.runtime import build_runtime
 from worker.settings import Settings
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    if not redis_answers(REDIS_URL):
-        pytest.fail(
-            f"integration tests need a Redis server at {REDIS_URL}: start one with "
-            "`redis-server --daemonize yes --port 6379 --save ''` or set ALCHEMISER_TEST_REDIS_URL"
-        )
-    return REDIS_URL
 
 
 @pytest.fixture

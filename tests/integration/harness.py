@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections import Counter
@@ -17,12 +16,11 @@ import pytest
 from celery import Celery
 from redis import Redis
 
+from resilience.deadletter import DeadLetter
 from tasks.brokers.paper import PaperBroker
 from tasks.runtime import TradingRuntime
 from worker.fleet import WorkerProcess, start_worker, wait_until_ready
 from worker.settings import Settings
-
-REDIS_URL = os.environ.get("ALCHEMISER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -97,6 +95,14 @@ class Deployment:
     def dead_by_order(self) -> dict[str, str]:
         store = self.runtime.resilience.dead_letters
         return {e.client_order_id: e.error_type for e in store.entries() if e.client_order_id}
+
+    def dead_letter(self, task_id: str, timeout_s: float = 30) -> DeadLetter:
+        """Wait for the dead letter of ``task_id`` and return it."""
+        store = self.runtime.resilience.dead_letters
+        wait_for(lambda: store.get(task_id) is not None, timeout_s, f"the dead letter {task_id}")
+        entry = store.get(task_id)
+        assert entry is not None
+        return entry
 
     def log_events(self, event: str) -> list[dict[str, Any]]:
         """Structured log lines named ``event`` from every worker of this deployment."""

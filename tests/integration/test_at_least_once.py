@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from resilience.chaos import ChaosRule
-from resilience.deadletter import DeadLetter
 from resilience.replay import Replayer
-from resilience.task import HEADER
-from tasks.replay import prepare_replay
-from tasks.routing import queue_of
+from tasks.replay import prepare_replay, replay_publisher
 from tests.integration.harness import Deployment, order_kwargs, wait_for
 
 pytestmark = pytest.mark.integration
@@ -84,16 +80,9 @@ def test_replay_after_faults_clear_accepts_each_order_exactly_once(
 
     chaos.clear()
 
-    def publish(entry: DeadLetter, kwargs: dict[str, Any]) -> str:
-        result = deployment.app.send_task(
-            entry.task,
-            kwargs=kwargs,
-            queue=queue_of(entry.task),
-            headers={HEADER: {"replay_of": entry.id}},
-        )
-        return str(result.id)
-
-    replayer = Replayer(store, prepare=prepare_replay(now_s=time.time), publish=publish)
+    replayer = Replayer(
+        store, prepare=prepare_replay(now_s=time.time), publish=replay_publisher(deployment.app)
+    )
     results = [replayer.replay(e.id, actor="test") for e in store.entries(status="dead")]
     assert [r.outcome for r in results] == ["replayed"] * 20
     wait_for(lambda: set(ids) <= deployment.booked(), 60, "every replayed order booked")
@@ -117,11 +106,7 @@ def test_poison_task_is_dead_lettered_after_max_redeliveries(
     deployment.start_workers(concurrency=1)
     poison = order_kwargs()
     task_id = deployment.submit(poison)
-    store = deployment.runtime.resilience.dead_letters
-    wait_for(lambda: store.get(task_id) is not None, 90, "the poison dead letter")
-
-    entry = store.get(task_id)
-    assert entry is not None
+    entry = deployment.dead_letter(task_id, 90)
     assert entry.error_type == "PoisonMessageError"
     assert entry.reason == "poison message"
     assert deployment.runtime.chaos.fired() == {"broker.submit_order": 3}

@@ -40,11 +40,7 @@ def test_invalid_order_is_dead_lettered_once_with_a_clear_error(
     (worker,) = deployment.start_workers(concurrency=1)
     bad = order_kwargs(**change)
     task_id = deployment.submit(bad)
-    store = deployment.runtime.resilience.dead_letters
-    wait_for(lambda: store.get(task_id) is not None, 60, "the dead letter")
-
-    entry = store.get(task_id)
-    assert entry is not None
+    entry = deployment.dead_letter(task_id, 60)
     assert entry.error_type == "ValidationError"
     assert problem in entry.message
     assert len(entry.attempts) == 1
@@ -62,10 +58,7 @@ def test_positional_arguments_are_refused_without_retry(deployment: Deployment) 
     """A message with positional arguments fails once with a message saying so."""
     deployment.start_workers(concurrency=1)
     task_id = str(deployment.app.send_task("tasks.submit_order", args=["AAPL", "buy", 1]).id)
-    store = deployment.runtime.resilience.dead_letters
-    wait_for(lambda: store.get(task_id) is not None, 30, "the dead letter")
-    entry = store.get(task_id)
-    assert entry is not None
+    entry = deployment.dead_letter(task_id, 30)
     assert entry.error_type == "AlchemiserError"
     assert "positional argument" in entry.message
     assert len(entry.attempts) == 1

@@ -48,11 +48,7 @@ def test_insufficient_funds_is_dead_lettered_after_exactly_one_attempt(
     deployment.start_workers()
     order = order_kwargs("NVDA", 1_000_000)
     task_id = deployment.submit(order)
-    store = deployment.runtime.resilience.dead_letters
-    wait_for(lambda: store.get(task_id) is not None, 30, "the dead letter")
-
-    entry = store.get(task_id)
-    assert entry is not None
+    entry = deployment.dead_letter(task_id, 30)
     assert entry.error_type == "InsufficientFundsError"
     assert entry.reason == "not retryable"
     assert len(entry.attempts) == 1
@@ -73,11 +69,7 @@ def test_transient_failures_beyond_max_attempts_dead_letter_with_full_history(
     deployment.start_workers()
     order = order_kwargs()
     task_id = deployment.submit(order)
-    store = deployment.runtime.resilience.dead_letters
-    wait_for(lambda: store.get(task_id) is not None, 60, "the dead letter")
-
-    entry = store.get(task_id)
-    assert entry is not None
+    entry = deployment.dead_letter(task_id, 60)
     assert entry.error_type == "TradingClientError"
     assert entry.reason == "attempts exhausted (5 of 5)"
     assert [a["attempt"] for a in entry.attempts] == [1, 2, 3, 4, 5]
@@ -100,11 +92,7 @@ def test_stale_order_is_dead_lettered_and_never_executed(deployment: Deployment)
     deployment.start_workers()
     order = order_kwargs(ttl_s=-5)
     task_id = deployment.submit(order)
-    store = deployment.runtime.resilience.dead_letters
-    wait_for(lambda: store.get(task_id) is not None, 30, "the dead letter")
-
-    entry = store.get(task_id)
-    assert entry is not None
+    entry = deployment.dead_letter(task_id, 30)
     assert entry.error_type == "StaleOrderError"
     assert deployment.paper.list_orders() == []
     assert deployment.paper.counters() == {}
@@ -140,10 +128,7 @@ def test_market_closed_past_the_deadline_is_dead_lettered(deployment: Deployment
     )
     deployment.start_workers()
     task_id = deployment.submit(order_kwargs(ttl_s=60))
-    store = deployment.runtime.resilience.dead_letters
-    wait_for(lambda: store.get(task_id) is not None, 30, "the dead letter")
-    entry = store.get(task_id)
-    assert entry is not None
+    entry = deployment.dead_letter(task_id, 30)
     assert entry.error_type == "MarketClosedError"
     assert entry.reason == "deadline passes before it may run again"
     assert deployment.booked() == set()

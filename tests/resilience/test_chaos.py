@@ -4,42 +4,16 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
-from uuid import uuid4
 
 import pytest
 import redis
 
 from resilience.chaos import ChaosHTTPError, ChaosRule, ChaosStore, build_fault
 from resilience.classify import default_classifier
-from resilience.connection import connect
 from resilience.errors import MarketDataError, RateLimitError
 from resilience.keys import KeySpace
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 TARGET = "broker.submit_order"
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """A client of the test Redis (the test is skipped when there is none)."""
-    conn = connect(REDIS_URL)
-    try:
-        conn.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"needs a Redis server at {REDIS_URL}")
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def keys(client: redis.Redis) -> Iterator[KeySpace]:
-    """A namespace of its own for one test; every key under it is deleted afterwards."""
-    namespace = f"test-{uuid4().hex}"
-    yield KeySpace(namespace)
-    stale = list(client.scan_iter(match=f"{namespace}:*", count=500))
-    if stale:
-        client.delete(*stale)
 
 
 @pytest.fixture

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
 
 import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilience.connection import connect
 from resilience.deadletter import (
     VALUE_LIMIT,
     DeadLetter,
@@ -24,7 +21,6 @@ from resilience.deadletter import (
 )
 from resilience.keys import KeySpace
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 SUMMARY_KEYS = {
     "id",
     "task",
@@ -35,28 +31,6 @@ SUMMARY_KEYS = {
     "status",
     "client_order_id",
 }
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """A client of the test Redis (the test is skipped when there is none)."""
-    conn = connect(REDIS_URL)
-    try:
-        conn.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"needs a Redis server at {REDIS_URL}")
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def keys(client: redis.Redis) -> Iterator[KeySpace]:
-    """A namespace of its own for one test; every key under it is deleted afterwards."""
-    namespace = f"test-{uuid4().hex}"
-    yield KeySpace(namespace)
-    stale = list(client.scan_iter(match=f"{namespace}:*", count=500))
-    if stale:
-        client.delete(*stale)
 
 
 @pytest.fixture

@@ -3,43 +3,23 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
 
 import pytest
 import redis
 
-from resilience.connection import connect
 from resilience.deadletter import DeadLetter, DeadLetterStore
 from resilience.keys import KeySpace
 from resilience.replay import Replayer, ReplayRefused, ReplayResult
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 THREADS = 8
 
 
 @pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """A client of the test Redis (the test is skipped when there is none)."""
-    conn = connect(REDIS_URL)
-    try:
-        conn.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"needs a Redis server at {REDIS_URL}")
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def store(client: redis.Redis) -> Iterator[DeadLetterStore]:
-    """A dead-letter store in a namespace of its own, deleted afterwards."""
-    namespace = f"test-{uuid4().hex}"
-    yield DeadLetterStore(client, KeySpace(namespace))
-    stale = list(client.scan_iter(match=f"{namespace}:*", count=500))
-    if stale:
-        client.delete(*stale)
+def store(client: redis.Redis, keys: KeySpace) -> DeadLetterStore:
+    """A dead-letter store in the test's own namespace."""
+    return DeadLetterStore(client, keys)
 
 
 def make_entry(entry_id: str = "dl-1") -> DeadLetter:

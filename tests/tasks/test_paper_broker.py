@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
-from uuid import uuid4
 
 import pytest
 import redis
@@ -14,7 +12,6 @@ import redis
 from resilience.chaos import ChaosRule, ChaosStore
 from resilience.classify import default_classifier
 from resilience.clock import ManualClock
-from resilience.connection import connect
 from resilience.errors import (
     DuplicateOrderError,
     InsufficientFundsError,
@@ -27,33 +24,10 @@ from tasks.brokers.calendar import NEW_YORK
 from tasks.brokers.paper import PaperBroker
 from tasks.payloads import OrderRequest
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 VALID_UNTIL = datetime(2030, 1, 1, tzinfo=UTC)
 SATURDAY_UTC = datetime(2026, 1, 3, 15, 0, tzinfo=UTC)
 TUESDAY_10AM_NEW_YORK = datetime(2026, 1, 6, 10, 0, tzinfo=NEW_YORK)
 THREADS = 50
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """A client of the test Redis (the test is skipped when there is none)."""
-    conn = connect(REDIS_URL)
-    try:
-        conn.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"needs a Redis server at {REDIS_URL}")
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def keys(client: redis.Redis) -> Iterator[KeySpace]:
-    """A namespace of its own for one test; every key under it is deleted afterwards."""
-    namespace = f"test-{uuid4().hex}"
-    yield KeySpace(namespace)
-    stale = list(client.scan_iter(match=f"{namespace}:*", count=500))
-    if stale:
-        client.delete(*stale)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,44 +23,17 @@ from tasks.brokers.paper import PaperBroker
 from tasks.payloads import OrderRequest
 from worker.cli.main import app
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 DOWN_URL = "redis://127.0.0.1:1/0"
-SUMMARY_KEYS = {
-    "id",
-    "task",
-    "error_type",
-    "message",
-    "attempts",
-    "dead_at",
-    "status",
-    "client_order_id",
-}
 
 
 @pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """A client of the test Redis (the test is skipped when there is none)."""
-    conn = redis.Redis.from_url(REDIS_URL, decode_responses=True, socket_connect_timeout=1)
-    try:
-        conn.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"needs a Redis server at {REDIS_URL}")
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def ns(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A namespace of this test's own; its keys are deleted afterwards."""
-    namespace = f"test-cli-{uuid.uuid4().hex}"
-    monkeypatch.setenv("ALCHEMISER_NAMESPACE", namespace)
-    monkeypatch.setenv("ALCHEMISER_REDIS_URL", REDIS_URL)
+def ns(keys: KeySpace, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test's own namespace (its keys are deleted afterwards), made the CLI's by env."""
+    monkeypatch.setenv("ALCHEMISER_NAMESPACE", keys.namespace)
+    monkeypatch.setenv("ALCHEMISER_REDIS_URL", redis_url)
     for name in ("ALCHEMISER_BROKER_URL", "ALCHEMISER_CONFIG", "ALCHEMISER_TRADING_BROKER"):
         monkeypatch.delenv(name, raising=False)
-    yield namespace
-    stale = list(client.scan_iter(match=f"{namespace}:*", count=500))
-    if stale:
-        client.delete(*stale)
+    return keys.namespace
 
 
 @pytest.fixture
@@ -262,7 +234,7 @@ def test_dlq_list_rows_are_summaries_and_filters_apply(ns: str, store: DeadLette
     store.add(quote_letter())
     rows = as_json(run("dlq", "list", "--json"))
     assert {row["id"] for row in rows} == {"dl-order", "dl-quote"}
-    assert all(set(row) == SUMMARY_KEYS for row in rows)
+    assert all(set(row) == set(order.summary()) for row in rows)
     assert next(r for r in rows if r["id"] == "dl-order") == order.summary()
     by_error = as_json(run("dlq", "list", "--json", "--error", "MarketDataError"))
     assert [r["id"] for r in by_error] == ["dl-quote"]

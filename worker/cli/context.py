@@ -120,22 +120,9 @@ class Services:
 
         return create_app(self.settings)
 
-    def publish(
-        self,
-        task: str,
-        *,
-        kwargs: dict[str, Any],
-        queue: str | None = None,
-        headers: dict[str, Any] | None = None,
-    ) -> str:
-        """Send ``task`` to the broker; returns the task id."""
-        options: dict[str, Any] = {}
-        if queue is not None:
-            options["queue"] = queue
-        if headers is not None:
-            options["headers"] = headers
-        result = self.celery.send_task(task, kwargs=kwargs, **options)
-        return str(result.id)
+    def publish(self, task: str, *, kwargs: dict[str, Any]) -> str:
+        """Send ``task`` to the broker (its route picks the queue); returns the task id."""
+        return str(self.celery.send_task(task, kwargs=kwargs).id)
 
     def check_broker(self) -> None:
         """Connect to the Celery broker once (one quick retry); ``OperationalError`` if down."""

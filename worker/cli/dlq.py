@@ -13,15 +13,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from resilience.deadletter import DeadLetter, DeadLetterStore, TransitionConflict
+from resilience.deadletter import DeadLetterStore, TransitionConflict
 from resilience.replay import Replayer, ReplayResult
-from resilience.task import HEADER
-from tasks.replay import prepare_replay
-from tasks.routing import queue_of
+from tasks.replay import prepare_replay, replay_publisher
 from worker.cli.context import (
     EXIT_USAGE,
     CliError,
-    Services,
     actor,
     print_json,
     print_table,
@@ -129,18 +126,6 @@ def _selected_ids(
     return given
 
 
-def _publisher(svc: Services) -> Callable[[DeadLetter, dict[str, Any]], str]:
-    def publish(entry: DeadLetter, kwargs: dict[str, Any]) -> str:
-        return svc.publish(
-            entry.task,
-            kwargs=kwargs,
-            queue=queue_of(entry.task),
-            headers={HEADER: {"replay_of": entry.id}},
-        )
-
-    return publish
-
-
 @contextmanager
 def _progress(total: int, *, show: bool) -> Iterator[Callable[[], None]]:
     """A progress bar on stderr while ``show``; yields the callable that advances it."""
@@ -179,7 +164,7 @@ def replay(
         replayer = Replayer(
             store,
             prepare=prepare_replay(now_s=time.time, renew_ttl_s=renew_ttl_s),
-            publish=_publisher(svc),
+            publish=replay_publisher(svc.celery),
         )
         plan = _Plan(store, replayer, actor=actor(), error=error, dry_run=dry_run)
         with _progress(len(targets), show=len(targets) > 1 and not as_json) as advance:
