@@ -47,8 +47,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         # Positions are re-read from the broker (the source of truth) every minute.
         beat_schedule={
             "sync-positions": {"task": "tasks.sync_positions", "schedule": 60.0},

@@ -74,12 +74,13 @@ def start_worker(
     queues: str = DEFAULT_QUEUES,
     name: str | None = None,
     loglevel: str = "WARNING",
+    app: str = "worker",
 ) -> WorkerProcess:
-    """Start ``celery -A worker worker`` in its own process group with ``env``."""
+    """Start ``celery -A <app> worker`` in its own process group with ``env``."""
     node = name or f"w{uuid.uuid4().hex[:8]}"
     log_path = log_dir / f"{node}.log"
     command = [
-        sys.executable, "-m", "celery", "-A", "worker", "worker",
+        sys.executable, "-m", "celery", "-A", app, "worker",
         "-Q", queues, "-c", str(concurrency), "-P", pool,
         "-n", f"{node}@%h", "-l", loglevel, "--without-mingle", "--without-gossip",
     ]  # fmt: skip

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     paper_initial_cash: float = Field(default=1_000_000.0, ge=0)
 
     log_level: str = "INFO"
+    # Task events feed Flower; they cost a plain no-op task ~44% of its throughput under
+    # prefork here (docs/BENCHMARKS.md), so they are opt-in.
+    task_events: bool = False
 
     @classmethod
     def settings_customise_sources(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from worker.cli import chaos, dlq, orders, paper
@@ -22,14 +24,22 @@ app.add_typer(chaos.app, name="chaos")
 
 
 @app.command("demo")
-def demo() -> None:
+def demo(
+    orders: Annotated[int, typer.Option(min=4, max=1000, help="Orders in the flaky phase.")] = 40,
+    workers: Annotated[int, typer.Option(min=1, max=8, help="Worker processes to start.")] = 2,
+    keep: Annotated[bool, typer.Option(help="Keep the demo's Redis keys afterwards.")] = False,
+) -> None:
     """Run the main job end to end on the embedded default (no Redis needed)."""
     # Imported when asked: the demo pulls in the embedded Redis and the worker fleet.
     from worker.demo import run_demo  # noqa: PLC0415
 
-    raise typer.Exit(run_demo())
+    raise typer.Exit(run_demo(orders=orders, workers=workers, keep=keep))
 
 
 def main() -> None:
     """Entry point of the ``alchemiser`` console script."""
     app(prog_name="alchemiser")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The Celery app the throughput benchmark runs: ``celery -A bench.benchapp worker -Q bench``.
+
+It is the real application (``worker.app.create_app``: JSON, ``acks_late``, prefetch 1, the
+resilience runtime) plus two no-op tasks on a dedicated ``bench`` queue. Both bodies do the same
+single Redis ``INCR`` of a completion counter, so they cost the same and the benchmark can tell
+when a round is done; the only difference is ``base=ResilientTask``.
+
+The app is created on first access (as in ``worker/__init__.py``), from the environment, so the
+benchmark gives its worker a private namespace with ``ALCHEMISER_NAMESPACE``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+from redis import Redis
+
+from resilience.connection import connect
+from resilience.task import ResilientTask
+from worker.app import create_app
+from worker.settings import Settings, load_settings
+
+__all__ = [
+    "BENCH_QUEUE",
+    "PLAIN_TASK",
+    "RESILIENT_TASK",
+    "BenchCounter",
+    "build_app",
+    "done_key",
+    "get_app",
+]
+
+BENCH_QUEUE = "bench"
+PLAIN_TASK = "bench.plain_noop"
+RESILIENT_TASK = "bench.resilient_noop"
+
+
+def done_key(namespace: str) -> str:
+    """The completion counter both bench tasks ``INCR``."""
+    return f"{namespace}:bench:done"
+
+
+class BenchCounter:
+    """One Redis client per process, built on first use (prefork children get their own)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._key = done_key(settings.namespace)
+        self._lock = threading.Lock()
+        self._client: Redis | None = None
+
+    def incr(self) -> int:
+        """Count one completed task."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = connect(
+                        self._settings.redis_url,
+                        socket_timeout_s=self._settings.redis_socket_timeout_s,
+                    )
+                client = self._client
+        return int(client.incr(self._key))
+
+
+def build_app(
+    settings: Settings | None = None,
+    *,
+    count: Callable[[], object] | None = None,
+) -> Celery:
+    """``create_app(settings)`` plus the ``bench`` queue and the two bench tasks.
+
+    ``count`` is what both bodies call (default: the Redis completion counter); the in-process
+    measurement passes a no-op to time Celery's tracer and ``ResilientTask`` alone.
+    Task events follow the settings (``ALCHEMISER_TASK_EVENTS``), as in the application.
+    """
+    settings = settings or load_settings()
+    app = create_app(settings)
+    app.conf.task_queues = [*app.conf.task_queues, Queue(BENCH_QUEUE)]
+    app.conf.task_routes = {
+        **app.conf.task_routes,
+        PLAIN_TASK: {"queue": BENCH_QUEUE},
+        RESILIENT_TASK: {"queue": BENCH_QUEUE},
+    }
+    body: Callable[[], object] = count or BenchCounter(settings).incr
+
+    # shared=False keeps these bodies on this app only (the in-process measurement builds a
+    # second app). No other options: both take acks_late, prefetch etc. from the app's config
+    # (ResilientTask also sets acks_late/reject_on_worker_lost itself, to the same values).
+    @app.task(name=PLAIN_TASK, shared=False)
+    def plain_noop() -> None:
+        body()
+
+    @app.task(name=RESILIENT_TASK, base=ResilientTask, shared=False)
+    def resilient_noop() -> None:
+        body()
+
+    return app
+
+
+_app: Celery | None = None
+_app_lock = threading.Lock()
+
+
+def get_app() -> Celery:
+    """This process's bench app, created from the environment on first use."""
+    global _app  # noqa: PLW0603 - one app per process is Celery's model; created once
+    with _app_lock:
+        if _app is None:
+            _app = build_app()
+        return _app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return get_app()
+    raise AttributeError(f"module 'bench.benchapp' has no attribute {name!r}")
