@@ -52,6 +52,7 @@ class ChaosRule:
     latency_ms: int = 0
     phase: Phase = "before"
     retry_after_s: float | None = None
+    message: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.probability <= 1.0:
@@ -82,6 +83,8 @@ def build_fault(rule: ChaosRule) -> BaseException | None:
     ``http:<status>`` (a foreign HTTP error), ``crash`` (the worker process dies) or ``none``.
     """
     message = f"chaos: injected {rule.error} on {rule.target}"
+    if rule.message:
+        message = f"{message}: {rule.message}"
     name = rule.error
     if name in ("none", "crash"):
         return None

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+from typing import Any
+
+from celery import Celery, signals
 from kombu import Queue
 
 from resilience.keys import KeySpace
+from resilience.scrub import Scrubber
 from resilience.task import RUNTIME_SETTING
 from tasks.routing import QUEUES, ROUTES
 from tasks.runtime import TRADING_RUNTIME_SETTING
-from worker.logging import configure_logging
+from worker.logging import configure_logging, scrub_handlers
 from worker.runtime import RuntimeProvider
 from worker.settings import Settings, load_settings
 
@@ -60,5 +64,13 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.conf[TRADING_RUNTIME_SETTING] = provider
     app.conf[RUNTIME_SETTING] = provider.resilience
     app.conf["alchemiser_settings"] = settings
-    configure_logging(settings.log_level)
+    scrubber = Scrubber(settings.secret_values())
+    configure_logging(scrubber, settings.log_level)
+
+    def scrub_celery_logger(logger: logging.Logger, **_: Any) -> None:
+        scrub_handlers(logger, scrubber)
+
+    # Celery builds its handlers when the worker starts; they get the filter then.
+    signals.after_setup_logger.connect(scrub_celery_logger, weak=False)
+    signals.after_setup_task_logger.connect(scrub_celery_logger, weak=False)
     return app

@@ -1,26 +1,71 @@
-"""Structured JSON logs (structlog) with each error's context bound."""
+"""Structured JSON logs (structlog), and secret scrubbing of every log line a worker writes.
+
+structlog lines are scrubbed by a processor; Celery's own stdlib log records (a task's raised
+exception and its traceback, retry notices) by a filter on the handlers Celery installs.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging"]
+from resilience.scrub import Scrubber
+
+__all__ = ["ScrubbingFilter", "configure_logging", "scrub_handlers"]
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """JSON lines on stderr: timestamp, level, logger, event and the bound fields."""
+class ScrubbingFilter(logging.Filter):
+    """Rewrites a record's message and traceback with the scrubber before any handler."""
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        super().__init__()
+        self._scrub = scrubber
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._scrub.text(record.getMessage())
+        record.args = None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = self._scrub.text(
+                "".join(traceback.format_exception(*record.exc_info))
+            )
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = self._scrub.text(record.exc_text)
+        return True
+
+
+def scrub_handlers(logger: logging.Logger, scrubber: Scrubber) -> None:
+    """Add a :class:`ScrubbingFilter` to every handler of ``logger`` (once each)."""
+    for handler in logger.handlers:
+        if not any(isinstance(f, ScrubbingFilter) for f in handler.filters):
+            handler.addFilter(ScrubbingFilter(scrubber))
+
+
+def configure_logging(scrubber: Scrubber, level: str = "INFO") -> None:
+    """JSON lines on stderr: timestamp, level, event and the bound fields, scrubbed."""
+
+    def scrub_event(
+        logger: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        scrubbed: MutableMapping[str, Any] = scrubber(dict(event))
+        return scrubbed
+
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            scrub_event,
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    scrub_handlers(logging.getLogger(), scrubber)

@@ -31,7 +31,9 @@ VISIBILITY_SAFETY = 0.9
 class Settings(BaseSettings):
     """Every setting of a deployment; see docs/CONFIGURATION.md."""
 
-    model_config = SettingsConfigDict(env_prefix="ALCHEMISER_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="ALCHEMISER_", frozen=True, extra="forbid", populate_by_name=True
+    )
 
     redis_url: str = DEFAULT_REDIS_URL
     broker_url: str | None = None

@@ -446,7 +446,7 @@ def test_chaos_inject_list_clear_round_trip(ns: str) -> None:
     now_ms = time.time() * 1000
     args = ["chaos", "inject", "broker.submit_order", "--error", "TimeoutError"]
     args += ["--probability", "0.5", "--count", "3", "--duration", "60", "--latency-ms", "10"]
-    args += ["--phase", "after", "--retry-after", "2"]
+    args += ["--phase", "after", "--retry-after", "2", "--message", "upstream timeout"]
     assert run(*args).exit_code == 0
     [rule] = as_json(run("chaos", "list", "--json"))
     assert {k: v for k, v in rule.items() if k != "expires_at_ms"} == {
@@ -457,6 +457,7 @@ def test_chaos_inject_list_clear_round_trip(ns: str) -> None:
         "latency_ms": 10,
         "phase": "after",
         "retry_after_s": 2.0,
+        "message": "upstream timeout",
         "fired": 0,
     }
     assert abs(rule["expires_at_ms"] - (now_ms + 60_000)) < 10_000

@@ -57,6 +57,9 @@ def inject(
     retry_after_s: Annotated[
         float | None, typer.Option("--retry-after", help="Retry-After hint carried by the fault.")
     ] = None,
+    message: Annotated[
+        str | None, typer.Option("--message", help="Text appended to the fault's message.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Add (or replace) the fault rule of TARGET for its phase."""
@@ -73,6 +76,7 @@ def inject(
                 latency_ms=latency_ms,
                 phase=phase,
                 retry_after_s=seconds_option("--retry-after", retry_after_s, allow_zero=True),
+                message=message,
             )
         except ValueError as invalid:
             raise CliError(str(invalid), exit_code=EXIT_USAGE) from None
