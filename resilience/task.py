@@ -257,10 +257,28 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             )
             raise error from exc
         runtime.outcomes.incr("deferred" if deferred else "retried", self.name)
-        headers = {**(request.headers or {}), HEADER: next_state.to_header()}
-        raise self.retry(
-            args=args, kwargs=kwargs, countdown=decision.countdown_s, headers=headers, exc=error
-        )
+        self._schedule_retry(args, kwargs, decision.countdown_s, next_state, error)
+
+    def _schedule_retry(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        countdown_s: float,
+        state: DeliveryState,
+        error: AlchemiserError,
+    ) -> NoReturn:
+        headers = {**(self.request.headers or {}), HEADER: state.to_header()}
+        try:
+            raise self.retry(
+                args=args, kwargs=kwargs, countdown=countdown_s, headers=headers, exc=error
+            )
+        except Reject as publish_failed:
+            # Celery turns a failed publish of the retry into Reject(requeue=False), which
+            # deletes the message on Redis: the task would be lost. Hand it back instead.
+            _log.critical(
+                "retry_publish_failed", task_id=str(self.request.id), error=str(publish_failed)
+            )
+            raise Reject(str(publish_failed), requeue=True) from publish_failed
 
     def _attempt_record(
         self,
