@@ -1,17 +1,23 @@
 """Fleet-wide task outcome counters in Redis (retried, deferred, recovered, dead-lettered).
 
 Only the exceptional paths write here, so a task that succeeds first time costs nothing.
+Counting is best effort: a counter that cannot be written is logged, never allowed to fail
+(and so lose) the task being counted.
 """
 
 from __future__ import annotations
 
 from typing import cast
 
+import structlog
 from redis import Redis
+from redis.exceptions import RedisError
 
 from resilience.keys import KeySpace
 
 __all__ = ["OutcomeCounter"]
+
+_log = structlog.get_logger("alchemiser.outcomes")
 
 
 class OutcomeCounter:
@@ -26,7 +32,10 @@ class OutcomeCounter:
         pipe = self._client.pipeline(transaction=False)
         pipe.hincrby(self._key, outcome, amount)
         pipe.hincrby(self._key, f"{outcome}:{task}", amount)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except RedisError as unavailable:
+            _log.warning("outcome_not_counted", outcome=outcome, task=task, error=str(unavailable))
 
     def totals(self) -> dict[str, int]:
         """Every counter."""

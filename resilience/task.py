@@ -23,6 +23,7 @@ import structlog
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 from redis import Redis
+from redis.exceptions import RedisError
 
 from resilience.classify import Component
 from resilience.clock import Clock
@@ -194,7 +195,12 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         pipe = runtime.redis.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, REDELIVERY_KEY_TTL_S)
-        count, _ = pipe.execute()
+        try:
+            count, _ = pipe.execute()
+        except RedisError as unavailable:
+            # Cannot tell how often it was redelivered: run it rather than drop it.
+            _log.warning("redelivery_not_counted", task_id=key, error=str(unavailable))
+            return 0
         return int(count)
 
     def _on_failure(

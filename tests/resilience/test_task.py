@@ -7,7 +7,10 @@ from celery import Celery
 from celery.canvas import Signature
 from celery.exceptions import Reject, Retry
 
+from resilience.connection import connect
 from resilience.errors import TradingClientError
+from resilience.keys import KeySpace
+from resilience.outcomes import OutcomeCounter
 from resilience.task import HEADER, HISTORY_LIMIT, DeliveryState, ResilientTask
 
 
@@ -87,3 +90,9 @@ def test_retry_carries_the_delivery_state_header(
     (options,) = published
     assert options["headers"] == {"other": 1, HEADER: state.to_header()}
     assert options["countdown"] == 2.5
+
+
+def test_outcome_counting_never_fails_the_task() -> None:
+    """A counter that cannot reach Redis is logged and skipped, never raised."""
+    dead = connect("redis://127.0.0.1:1/0", connect_timeout_s=0.2, retries=0)
+    OutcomeCounter(dead, KeySpace("unit")).incr("retried", "unit.noop")
