@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from resilience.chaos import ChaosRule
+from resilience.errors import ConfigurationError
 from resilience.replay import Replayer
 from tasks.brokers.paper import PaperBroker
 from tasks.replay import prepare_replay, replay_publisher
@@ -90,7 +91,10 @@ class _Demo:
         self.app: Celery = create_app(settings)
         self.runtime: TradingRuntime = build_runtime(settings)
         broker = self.runtime.broker
-        assert isinstance(broker, PaperBroker)
+        if not isinstance(broker, PaperBroker):
+            raise ConfigurationError(
+                "the demo trades on the paper broker: unset ALCHEMISER_TRADING_BROKER"
+            )
         self.paper = broker
         self.report = DemoReport()
 

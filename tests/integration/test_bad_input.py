@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from resilience.deadletter import DeadLetter
 from resilience.replay import Replayer
 from tasks.replay import prepare_replay
+from tests.builders import dead_order
 from tests.integration.harness import Deployment, order_kwargs, wait_for
 
 pytestmark = pytest.mark.integration
@@ -78,24 +78,7 @@ def test_unregistered_task_name_does_not_crash_the_worker(deployment: Deployment
 def test_replay_refuses_unregistered_task_names(deployment: Deployment) -> None:
     """Replay never publishes a dead letter whose task is not a registered trading task."""
     store = deployment.runtime.resilience.dead_letters
-    entry = DeadLetter(
-        id="forged-1",
-        task="celery.backend_cleanup",
-        queue="trading",
-        args=[],
-        kwargs={},
-        headers={},
-        client_order_id=None,
-        error_type="AlchemiserError",
-        message="forged",
-        reason="not retryable",
-        severity="medium",
-        traceback=None,
-        context={},
-        attempts=[],
-        hostname="nowhere",
-        dead_at=datetime.now(UTC).isoformat(),
-    )
+    entry = dead_order("forged-1", task="celery.backend_cleanup", kwargs={}, client_order_id=None)
     store.add(entry)
     published: list[str] = []
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ import redis
 from resilience.deadletter import DeadLetter, DeadLetterStore
 from resilience.keys import KeySpace
 from resilience.replay import Replayer, ReplayRefused, ReplayResult
+from tests.builders import dead_order
 
 THREADS = 8
 
@@ -24,24 +24,7 @@ def store(client: redis.Redis, keys: KeySpace) -> DeadLetterStore:
 
 def make_entry(entry_id: str = "dl-1") -> DeadLetter:
     """A dead submit_order task."""
-    return DeadLetter(
-        id=entry_id,
-        task="tasks.submit_order",
-        queue="trading",
-        args=[],
-        kwargs={"symbol": "AAPL", "side": "buy", "qty": 5.0, "client_order_id": "alc-7"},
-        headers={},
-        client_order_id="alc-7",
-        error_type="TradingClientError",
-        message="TimeoutError: read timed out",
-        reason="attempts exhausted",
-        severity="high",
-        traceback=None,
-        context={},
-        attempts=[{"attempt": 1}],
-        hostname="worker-1",
-        dead_at=datetime.now(UTC).isoformat(),
-    )
+    return dead_order(entry_id, kwargs={"symbol": "AAPL", "side": "buy", "qty": 5.0})
 
 
 class FakePublisher:

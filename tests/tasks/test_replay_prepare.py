@@ -12,6 +12,7 @@ from resilience.deadletter import DeadLetter
 from resilience.replay import ReplayRefused
 from tasks.payloads import OrderRequest, parse_payload
 from tasks.replay import REPLAYABLE, prepare_replay
+from tests.builders import dead_order
 
 NOW = datetime(2026, 1, 6, 15, 0, tzinfo=UTC)
 
@@ -36,22 +37,10 @@ def entry(
             "client_order_id": "alc-original",
             "valid_until": iso(NOW + timedelta(hours=1)),
         }
-    return DeadLetter(
-        id="dl-1",
+    return dead_order(
         task=task,
-        queue="trading",
-        args=[],
         kwargs=kwargs,
-        headers={},
         client_order_id=client_order_id,
-        error_type="TradingClientError",
-        message="TimeoutError: read timed out",
-        reason="attempts exhausted",
-        severity="high",
-        traceback=None,
-        context={},
-        attempts=[],
-        hostname="w1",
         dead_at=iso(NOW - timedelta(minutes=5)),
     )
 

@@ -21,6 +21,7 @@ from resilience.keys import KeySpace
 from resilience.task import HEADER
 from tasks.brokers.paper import PaperBroker
 from tasks.payloads import OrderRequest
+from tests.builders import dead_order
 from worker.cli.main import app
 
 DOWN_URL = "redis://127.0.0.1:1/0"
@@ -78,23 +79,13 @@ def order_letter(entry_id: str = "dl-order", **changes: Any) -> DeadLetter:
         "client_order_id": "alc-fixed-1",
         "valid_until": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
     }
-    entry = DeadLetter(
-        id=entry_id,
-        task="tasks.submit_order",
-        queue="trading",
-        args=[],
+    entry = dead_order(
+        entry_id,
         kwargs=kwargs,
-        headers={},
         client_order_id="alc-fixed-1",
-        error_type="TradingClientError",
         message="broker timed out",
         reason="retries exhausted",
-        severity="high",
-        traceback="Traceback (most recent call last):\n  ...\nTimeoutError",
-        context={"component": "trading"},
         attempts=[{"attempt": 1, "error": "TimeoutError"}, {"attempt": 2, "error": "TimeoutError"}],
-        hostname="worker-1",
-        dead_at=datetime.now(UTC).isoformat(),
     )
     return replace(entry, **changes)
 
