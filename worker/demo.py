@@ -223,13 +223,19 @@ def run_demo(*, orders: int = 40, workers: int = 2, keep: bool = False) -> int:
         namespace = f"{base.namespace}-demo-{uuid.uuid4().hex[:6]}"
         broker_url = base.effective_broker_url if source.kind == "configured" else source.url
         settings = base.model_copy(
-            update={"redis_url": source.url, "broker_url": broker_url, "namespace": namespace}
+            update={
+                "redis_url": source.url,
+                "broker_url": broker_url,
+                "namespace": namespace,
+                "trading_broker": "paper",
+            }
         )
         console.print(f"Redis: [bold]{source.kind}[/] ({source.detail}); namespace {namespace}")
         env = {
             "ALCHEMISER_REDIS_URL": source.url,
             "ALCHEMISER_BROKER_URL": broker_url,
             "ALCHEMISER_NAMESPACE": namespace,
+            "ALCHEMISER_TRADING_BROKER": "paper",
         }
         log_dir = Path(tempfile.mkdtemp(prefix="alchemiser-demo-"))
         demo = _Demo(settings, console)
