@@ -1,14 +1,16 @@
 """Fixtures shared by the tests that talk to a real Redis.
 
-``redis_url`` names the test Redis (``ALCHEMISER_TEST_REDIS_URL``, default the local one) and
-fails the tests that need it when it does not answer: a suite that skips them would hide their
-failures in CI. ``client`` is a client of it; ``keys`` is a namespace of one test's own, whose
-keys are deleted afterwards. tests/integration overrides ``redis_url`` with its own.
+``redis_url`` names the test Redis: ``ALCHEMISER_TEST_REDIS_URL`` (default the local one) when
+it answers, else a private ``redis-server`` from PATH started for the session. Without either
+the tests that need Redis fail (a suite that skipped them would hide their failures in CI).
+``client`` is a client of it; ``keys`` is a namespace of one test's own, whose keys are deleted
+afterwards.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from uuid import uuid4
 
@@ -17,27 +19,28 @@ import redis
 
 from resilience.connection import connect
 from resilience.keys import KeySpace
+from worker.embedded import private_redis_server, redis_answers
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The URL of the test Redis; the tests that need it fail when it does not answer."""
+def redis_url() -> Iterator[str]:
+    """The URL of the test Redis (see the module docstring)."""
     url = os.environ.get("ALCHEMISER_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-    probe = connect(url)
-    try:
-        probe.ping()
-    except (redis.exceptions.RedisError, OSError) as exc:
+    if redis_answers(url):
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
         pytest.fail(
-            f"these tests need a Redis server at {url} ({exc}): start one with "
-            '`redis-server --daemonize yes --port 6379 --save ""` '
-            "or point ALCHEMISER_TEST_REDIS_URL at one",
+            f"these tests need a Redis server: none answers at {url} and there is no "
+            "redis-server on PATH to start one (install Redis, or point "
+            "ALCHEMISER_TEST_REDIS_URL at a server)",
             pytrace=False,
         )
-    finally:
-        probe.close()
-    return url
+    with private_redis_server(binary) as private:
+        yield private.url
 
 
 @pytest.fixture

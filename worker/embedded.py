@@ -22,7 +22,7 @@ from typing import Literal
 from redis import Redis
 from redis.exceptions import RedisError
 
-__all__ = ["RedisSource", "redis_answers", "redis_for_demo"]
+__all__ = ["RedisSource", "private_redis_server", "redis_answers", "redis_for_demo"]
 
 Kind = Literal["configured", "redis-server", "fakeredis"]
 
@@ -63,7 +63,8 @@ def _wait_for(url: str, timeout_s: float) -> None:
 
 
 @contextlib.contextmanager
-def _redis_server(binary: str) -> Iterator[RedisSource]:
+def private_redis_server(binary: str) -> Iterator[RedisSource]:
+    """A ``redis-server`` of our own on a free loopback port, in-memory, for the duration."""
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="alchemiser-redis-") as workdir:
         process = subprocess.Popen(
@@ -105,6 +106,6 @@ def redis_for_demo(configured_url: str, *, allow_configured: bool = True) -> Ite
         yield RedisSource(configured_url, "configured", "ALCHEMISER_REDIS_URL answered")
         return
     binary = shutil.which("redis-server")
-    source = _redis_server(binary) if binary else _fakeredis_server()
+    source = private_redis_server(binary) if binary else _fakeredis_server()
     with source as embedded:
         yield embedded

@@ -110,7 +110,10 @@ class Deployment:
         for path in sorted(self.log_dir.glob("*.log")):
             for line in path.read_text(errors="replace").splitlines():
                 if line.startswith("{") and f'"{event}"' in line:
-                    record = json.loads(line)
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:  # the line the worker is still writing
+                        continue
                     if record.get("event") == event:
                         found.append(record)
         return found

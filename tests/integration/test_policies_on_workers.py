@@ -25,6 +25,8 @@ def test_rate_limited_order_waits_retry_after_then_succeeds(deployment: Deployme
     order = order_kwargs()
     deployment.submit(order)
     wait_for(lambda: order["client_order_id"] in deployment.booked(), 30, "the order to be booked")
+    # The worker logs the placement just after booking it.
+    wait_for(lambda: len(deployment.log_events("order_placed")) == 1, 10, "the placement log")
 
     failures = deployment.log_events("task_failed")
     assert [f["error_type"] for f in failures] == ["RateLimitError", "RateLimitError"]
