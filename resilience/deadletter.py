@@ -20,6 +20,7 @@ from resilience.keys import KeySpace
 from resilience.scripts import register
 
 __all__ = [
+    "DEFAULT_CLAIM_TIMEOUT_S",
     "VALUE_LIMIT",
     "AuditRecord",
     "DeadLetter",
@@ -34,6 +35,8 @@ Status = Literal["dead", "replaying", "replayed"]
 DEFAULT_MAX_ENTRIES = 10_000
 DEFAULT_RETENTION_S = 30 * 24 * 3600
 AUDIT_MAX_LEN = 100_000
+# A replay claim older than this belongs to a replayer that died before publishing.
+DEFAULT_CLAIM_TIMEOUT_S = 600.0
 # Longest string kept in an entry: a 10 MB payload must not become a 10 MB dead letter.
 VALUE_LIMIT = 4_096
 
@@ -163,6 +166,7 @@ class DeadLetterStore:
                 keys.dlq_index,
                 keys.dlq_audit,
                 keys.dlq_evicted,
+                keys.dlq_claims,
             ],
             args=[
                 entry.id,
@@ -237,11 +241,22 @@ class DeadLetterStore:
         actor: str,
         action: str,
         detail: dict[str, Any] | None = None,
+        stale_claim_s: float = 0.0,
     ) -> None:
-        """Compare-and-set the status; :class:`TransitionConflict` if it was not ``expected``."""
+        """Compare-and-set the status; :class:`TransitionConflict` if it was not ``expected``.
+
+        With ``stale_claim_s`` > 0, a ``replaying`` claim at least that old counts as ``dead``
+        (its replayer died between claim and publish): the takeover is audited as ``reclaim``.
+        """
         keys = self._keys
         ok, current = self._transition(
-            keys=[keys.dlq_entries, keys.dlq_status, keys.dlq_index, keys.dlq_audit],
+            keys=[
+                keys.dlq_entries,
+                keys.dlq_status,
+                keys.dlq_index,
+                keys.dlq_audit,
+                keys.dlq_claims,
+            ],
             args=[
                 entry_id,
                 expected,
@@ -250,14 +265,25 @@ class DeadLetterStore:
                 action,
                 json.dumps(detail or {}, sort_keys=True),
                 AUDIT_MAX_LEN,
+                int(stale_claim_s * 1000),
             ],
         )
         if int(ok) != 1:
             raise TransitionConflict(entry_id, str(current))
 
-    def discard(self, entry_id: str, *, actor: str) -> None:
-        """Remove a dead (not replaying) entry; its body stays in the audit trail."""
-        self.transition(entry_id, expected="dead", new="discarded", actor=actor, action="discard")
+    def discard(
+        self, entry_id: str, *, actor: str, stale_claim_s: float = DEFAULT_CLAIM_TIMEOUT_S
+    ) -> None:
+        """Remove a dead entry (or one whose replay claim went stale); the audit trail keeps
+        its body."""
+        self.transition(
+            entry_id,
+            expected="dead",
+            new="discarded",
+            actor=actor,
+            action="discard",
+            stale_claim_s=stale_claim_s,
+        )
 
     def audit(self, *, limit: int = 100) -> list[AuditRecord]:
         """The newest audit records first."""

@@ -49,6 +49,10 @@ class KeySpace:
         return self._key("dlq", "audit")
 
     @property
+    def dlq_claims(self) -> str:
+        return self._key("dlq", "claims")
+
+    @property
     def dlq_evicted(self) -> str:
         return self._key("dlq", "evicted")
 

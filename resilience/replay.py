@@ -12,7 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from resilience.deadletter import DeadLetter, DeadLetterStore, TransitionConflict
+from resilience.deadletter import (
+    DEFAULT_CLAIM_TIMEOUT_S,
+    DeadLetter,
+    DeadLetterStore,
+    TransitionConflict,
+)
 
 __all__ = ["ReplayRefused", "ReplayResult", "Replayer"]
 
@@ -45,18 +50,24 @@ class Replayer:
     """Replays entries of one store with the application's checks and publisher."""
 
     def __init__(
-        self, store: DeadLetterStore, *, prepare: PrepareReplay, publish: PublishReplay
+        self,
+        store: DeadLetterStore,
+        *,
+        prepare: PrepareReplay,
+        publish: PublishReplay,
+        claim_timeout_s: float = DEFAULT_CLAIM_TIMEOUT_S,
     ) -> None:
         self._store = store
         self._prepare = prepare
         self._publish = publish
+        self._claim_timeout_s = claim_timeout_s
 
     def replay(self, entry_id: str, *, actor: str, dry_run: bool = False) -> ReplayResult:
         """Replay one entry; refusals come back as ``skipped`` with the reason."""
         entry = self._store.get(entry_id)
         if entry is None:
             return ReplayResult(entry_id, "skipped", "no such dead letter")
-        if entry.status != "dead":
+        if entry.status not in ("dead", "replaying"):  # a replaying claim may have gone stale
             return ReplayResult(entry_id, "skipped", f"status is {entry.status}")
         try:
             kwargs = self._prepare(entry)
@@ -66,7 +77,12 @@ class Replayer:
             return ReplayResult(entry_id, "would_replay", "dry run")
         try:
             self._store.transition(
-                entry_id, expected="dead", new="replaying", actor=actor, action="replay_claim"
+                entry_id,
+                expected="dead",
+                new="replaying",
+                actor=actor,
+                action="replay_claim",
+                stale_claim_s=self._claim_timeout_s,
             )
         except TransitionConflict as conflict:
             return ReplayResult(entry_id, "skipped", f"status is {conflict.current}")

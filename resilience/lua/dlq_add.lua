@@ -1,6 +1,7 @@
 -- Add (or overwrite) one dead letter and keep the store bounded, atomically.
 -- KEYS[1] entries hash (id -> JSON)   KEYS[2] status hash (id -> status)
 -- KEYS[3] index zset (id -> dead_at_ms) KEYS[4] audit stream  KEYS[5] evicted counter
+-- KEYS[6] replay claims hash
 -- ARGV[1] id  ARGV[2] entry JSON  ARGV[3] dead_at_ms  ARGV[4] max entries
 -- ARGV[5] retention ms  ARGV[6] audit stream max length  ARGV[7] actor
 -- Returns the ids evicted to make room (oldest first, then beyond retention).
@@ -29,6 +30,7 @@ for i, old in ipairs(evicted) do
     'action', 'evict', 'id', old, 'actor', why, 'entry', redis.call('HGET', KEYS[1], old) or '')
   redis.call('HDEL', KEYS[1], old)
   redis.call('HDEL', KEYS[2], old)
+  redis.call('HDEL', KEYS[6], old)
   redis.call('ZREM', KEYS[3], old)
 end
 if #evicted > 0 then redis.call('INCRBY', KEYS[5], #evicted) end

@@ -193,3 +193,57 @@ def test_result_to_dict_is_the_json_row() -> None:
     """``to_dict`` gives the ``dlq replay --json`` row: id, reason, task_id."""
     row = ReplayResult("dl-1", "replayed", "", "task-9").to_dict()
     assert row == {"id": "dl-1", "reason": "", "task_id": "task-9"}
+
+
+def _claim_abandoned(
+    store: DeadLetterStore, client: redis.Redis, keys: KeySpace, age_s: float
+) -> None:
+    """Claim dl-1 for replay as a replayer that then died, ``age_s`` seconds ago."""
+    store.transition(
+        "dl-1", expected="dead", new="replaying", actor="crashed", action="replay_claim"
+    )
+    claimed_ms = int(client.hget(keys.dlq_claims, "dl-1") or 0)
+    client.hset(keys.dlq_claims, "dl-1", claimed_ms - int(age_s * 1000))
+
+
+def test_a_fresh_claim_blocks_a_second_replayer(
+    store: DeadLetterStore, client: redis.Redis, keys: KeySpace
+) -> None:
+    """While another replayer's claim is younger than the timeout, nothing is published."""
+    store.add(make_entry())
+    _claim_abandoned(store, client, keys, age_s=5)
+    publish = FakePublisher()
+    result = Replayer(store, prepare=passthrough, publish=publish, claim_timeout_s=600).replay(
+        "dl-1", actor="bob"
+    )
+    assert (result.outcome, result.reason) == ("skipped", "status is replaying")
+    assert publish.calls == []
+
+
+def test_a_stale_claim_is_taken_over_and_audited(
+    store: DeadLetterStore, client: redis.Redis, keys: KeySpace
+) -> None:
+    """A claim older than the timeout (its replayer died before publishing) no longer pins
+    the entry: the next replay takes it over, publishes once and audits the takeover."""
+    store.add(make_entry())
+    _claim_abandoned(store, client, keys, age_s=601)
+    publish = FakePublisher()
+    result = Replayer(store, prepare=passthrough, publish=publish, claim_timeout_s=600).replay(
+        "dl-1", actor="bob"
+    )
+    assert result.outcome == "replayed"
+    assert len(publish.calls) == 1
+    assert _status(store, "dl-1") == "replayed"
+    actions = [r.action for r in store.audit()]
+    assert actions[:3] == ["replay", "replay_claim", "reclaim"]
+    assert client.hget(keys.dlq_claims, "dl-1") is None
+
+
+def test_a_stale_claim_can_be_discarded(
+    store: DeadLetterStore, client: redis.Redis, keys: KeySpace
+) -> None:
+    """An entry stuck in a dead replayer's claim can still be discarded by an operator."""
+    store.add(make_entry())
+    _claim_abandoned(store, client, keys, age_s=3600)
+    store.discard("dl-1", actor="ops")
+    assert store.get("dl-1") is None
