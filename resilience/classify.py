@@ -19,15 +19,11 @@ import errno
 import http.client
 import json
 import logging
-import math
 import re
 import socket
 import ssl
-import time
 import urllib.error
 from collections.abc import Callable
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeAlias
 
 from pydantic_core import ValidationError as PydanticValidationError
@@ -49,6 +45,13 @@ from resilience.errors import (
     TradingClientError,
     ValidationError,
 )
+from resilience.http_facts import (
+    body_text,
+    http_status,
+    parse_retry_after,
+    retry_after_s,
+    safe_str,
+)
 
 __all__ = ["Classifier", "ClassifierRule", "Component", "default_classifier", "parse_retry_after"]
 
@@ -58,9 +61,6 @@ ClassifierRule: TypeAlias = Callable[[BaseException, Component], AlchemiserError
 _log = logging.getLogger(__name__)
 
 _MAX_MESSAGE_CHARS = 500
-_MAX_BODY_CHARS = 4000
-_EPOCH_S_MIN = 1e9  # 2001-09-09: smaller "reset" values are delta seconds, not timestamps
-_EPOCH_MS_MIN = 1e11  # larger "reset" values are epoch milliseconds
 
 # Top-level packages of HTTP and streaming clients whose errors mean "the remote side failed".
 _NETWORK_ROOTS = frozenset(
@@ -149,24 +149,6 @@ _DUPLICATE_RE = re.compile(
 _POSITION_RE = re.compile(
     r"insufficient[\s_]+(qty|quantity|position|shares)|\bposition\b|qty[\s_]+available"
 )
-_DELTA_SECONDS_RE = re.compile(r"\d+(\.\d+)?")
-
-
-# --- safe accessors: foreign objects may raise from properties or __str__ ------------------
-
-
-def _attr(obj: object, name: str) -> Any:
-    try:
-        return getattr(obj, name, None)
-    except Exception:  # a property that raises (alpaca's ``code``, httpx's ``request``)
-        return None
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:
-        return f"<unprintable {type(exc).__qualname__}>"
 
 
 def _qualified_name(cls: type) -> str:
@@ -174,7 +156,7 @@ def _qualified_name(cls: type) -> str:
 
 
 def _message(exc: BaseException) -> str:
-    text = _safe_str(exc)
+    text = safe_str(exc)
     message = f"{type(exc).__qualname__}: {text}" if text else type(exc).__qualname__
     if len(message) > _MAX_MESSAGE_CHARS:
         message = message[: _MAX_MESSAGE_CHARS - 3] + "..."
@@ -183,145 +165,6 @@ def _message(exc: BaseException) -> str:
 
 def _build(cls: type[AlchemiserError], exc: BaseException, **kwargs: Any) -> AlchemiserError:
     return cls(_message(exc), **kwargs)
-
-
-def _as_status(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, int) and 100 <= value <= 599:
-        return int(value)
-    return None
-
-
-def _http_status(exc: BaseException) -> int | None:
-    """The HTTP status an exception carries, by duck typing; ``None`` when it has none."""
-    if not isinstance(exc, Exception):  # SystemExit.code is an exit code, not a status
-        return None
-    for name in ("status_code", "status", "code"):
-        status = _as_status(_attr(exc, name))
-        if status is not None:
-            return status
-    response = _attr(exc, "response")
-    if response is None:
-        return None
-    for name in ("status_code", "status"):
-        status = _as_status(_attr(response, name))
-        if status is not None:
-            return status
-    return None
-
-
-def _lookup_header(headers: object, name: str) -> str | None:
-    if headers is None:
-        return None
-    try:
-        getter = getattr(headers, "get", None)
-        value = getter(name) if callable(getter) else None
-        if value is None and hasattr(headers, "items"):
-            wanted = name.lower()
-            value = next(
-                (v for k, v in headers.items() if isinstance(k, str) and k.lower() == wanted), None
-            )
-    except Exception:
-        return None
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    return str(value)
-
-
-def _header(exc: BaseException, name: str) -> str | None:
-    for headers in (_attr(exc, "headers"), _attr(_attr(exc, "response"), "headers")):
-        value = _lookup_header(headers, name)
-        if value is not None:
-            return value
-    return None
-
-
-def _body_text(exc: BaseException) -> str:
-    """Lower-cased text of the response body, the exception's ``body`` and its message."""
-    parts: list[str] = []
-    for raw in (_attr(_attr(exc, "response"), "text"), _attr(exc, "body"), _safe_str(exc)):
-        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-        if isinstance(text, str) and text:
-            parts.append(text[:_MAX_BODY_CHARS])
-    return "\n".join(parts).lower()
-
-
-# --- Retry-After and rate-limit reset ------------------------------------------------------
-
-
-def parse_retry_after(
-    value: str | float | int | None, *, now_s: float | None = None
-) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (RFC 9110 §10.2.3).
-
-    Accepts delta-seconds (``"120"``, leniently ``"1.5"``) and HTTP-dates in the three formats
-    RFC 9110 allows; a number is taken as seconds. ``None`` when absent or unparseable; a date in
-    the past or a negative number gives ``0.0``, never a negative delay.
-    """
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if _DELTA_SECONDS_RE.fullmatch(text):
-            seconds = float(text)
-        else:
-            until = _seconds_until_http_date(text, time.time() if now_s is None else now_s)
-            if until is None:
-                return None
-            seconds = until
-    else:
-        return None
-    if not math.isfinite(seconds):
-        return None
-    return max(seconds, 0.0)
-
-
-def _seconds_until_http_date(text: str, now_s: float) -> float | None:
-    if not text:
-        return None
-    try:
-        moment = parsedate_to_datetime(text)
-    except Exception:  # ValueError, TypeError, IndexError, OverflowError by Python version
-        return None
-    if moment.tzinfo is None:  # asctime form carries no zone; HTTP dates are always GMT
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp() - now_s
-
-
-def _seconds_until_reset(value: str | None, now_s: float) -> float | None:
-    """``X-RateLimit-Reset``: Unix seconds (Alpaca); epoch ms and small deltas also accepted."""
-    if value is None:
-        return None
-    try:
-        reset = float(value.strip())
-    except ValueError:
-        return None
-    if not math.isfinite(reset):
-        return None
-    if reset >= _EPOCH_MS_MIN:
-        reset /= 1000.0
-    if reset >= _EPOCH_S_MIN:
-        return max(reset - now_s, 0.0)
-    return max(reset, 0.0)
-
-
-def _retry_after_s(exc: BaseException) -> float | None:
-    now_s = time.time()
-    hinted = parse_retry_after(_header(exc, "Retry-After"), now_s=now_s)
-    if hinted is not None:
-        return hinted
-    for name in ("X-RateLimit-Reset", "RateLimit-Reset"):
-        reset = _seconds_until_reset(_header(exc, name), now_s)
-        if reset is not None:
-            return reset
-    return None
 
 
 # --- families --------------------------------------------------------------------------------
@@ -343,7 +186,7 @@ _STATUS_CLASSES: dict[int, type[AlchemiserError]] = {400: ValidationError, 401: 
 
 
 def _forbidden_class(exc: BaseException, component: Component) -> type[AlchemiserError]:
-    body = _body_text(exc)
+    body = body_text(exc)
     if _INSUFFICIENT_RE.search(body):
         return InsufficientFundsError
     if component == "trading" and _REFUSED_ORDER_RE.search(body):
@@ -352,7 +195,7 @@ def _forbidden_class(exc: BaseException, component: Component) -> type[Alchemise
 
 
 def _unprocessable_class(exc: BaseException, component: Component) -> type[AlchemiserError]:
-    body = _body_text(exc)
+    body = body_text(exc)
     if _DUPLICATE_RE.search(body):
         return DuplicateOrderError
     if _POSITION_RE.search(body):
@@ -361,19 +204,19 @@ def _unprocessable_class(exc: BaseException, component: Component) -> type[Alche
 
 
 def _from_status(exc: BaseException, status: int, component: Component) -> AlchemiserError:
-    retry_after_s: float | None = None
+    wait_s: float | None = None
     cls: type[AlchemiserError]
     if status == 429:
-        cls, retry_after_s = RateLimitError, _retry_after_s(exc)
+        cls, wait_s = RateLimitError, retry_after_s(exc)
     elif status == 408 or status >= 500:
-        cls, retry_after_s = _transient_family(component), _retry_after_s(exc)
+        cls, wait_s = _transient_family(component), retry_after_s(exc)
     elif status == 403:
         cls = _forbidden_class(exc, component)
     elif status == 422:
         cls = _unprocessable_class(exc, component)
     else:
         cls = _STATUS_CLASSES.get(status) or _refused_family(component)
-    return _build(cls, exc, retry_after_s=retry_after_s)
+    return _build(cls, exc, retry_after_s=wait_s)
 
 
 def _from_client_library(exc: BaseException, component: Component) -> AlchemiserError | None:
@@ -401,7 +244,7 @@ def _probe(exc: BaseException, component: Component) -> AlchemiserError | None:
     """HTTP status first, then the identity of an HTTP client library's exception."""
     if not isinstance(exc, Exception):
         return None
-    status = _http_status(exc)
+    status = http_status(exc)
     if status is not None and status >= 400:
         return _from_status(exc, status, component)
     if isinstance(exc, json.JSONDecodeError):
@@ -501,7 +344,7 @@ class Classifier:
             result.__cause__ = exc
             result.__suppress_context__ = True
             result.details["foreign_type"] = _qualified_name(type(exc))
-            status = _http_status(exc)
+            status = http_status(exc)
             if status is not None:
                 result.details.setdefault("http_status", status)
         except Exception:
