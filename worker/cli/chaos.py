@@ -13,6 +13,7 @@ from resilience.chaos import FOREIGN_FAULTS, ChaosRule, Phase
 from worker.cli.context import (
     EXIT_USAGE,
     CliError,
+    JsonOption,
     print_json,
     print_table,
     say,
@@ -23,8 +24,6 @@ from worker.cli.context import (
 __all__ = ["app"]
 
 app = typer.Typer(help="Inject faults into adapter operations.", no_args_is_help=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
 @app.command("inject")

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -39,6 +39,7 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_USAGE",
     "CliError",
+    "JsonOption",
     "Services",
     "actor",
     "print_json",
@@ -48,6 +49,9 @@ __all__ = [
     "seconds_option",
     "services",
 ]
+
+# Every listing command takes --json and then prints one JSON document (CONTRACT).
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2

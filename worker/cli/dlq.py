@@ -19,6 +19,7 @@ from tasks.replay import prepare_replay, replay_publisher
 from worker.cli.context import (
     EXIT_USAGE,
     CliError,
+    JsonOption,
     actor,
     print_json,
     print_table,
@@ -31,7 +32,6 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Dead letters: tasks that failed for good.", no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 ErrorFilter = Annotated[
     str | None, typer.Option("--error", help="Only entries with this error type (class name).")
 ]

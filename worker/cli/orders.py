@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from tasks.payloads import CancelRequest, OrderRequest, parse_payload
-from worker.cli.context import print_json, say, seconds_option, services
+from worker.cli.context import JsonOption, print_json, say, seconds_option, services
 
 __all__ = ["app"]
 
@@ -45,7 +45,7 @@ def submit(
             help="Seconds the order stays valid (default: the configured order TTL).",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Enqueue tasks.submit_order."""
     with services(ctx) as svc:
@@ -76,7 +76,7 @@ def submit(
 def cancel(
     ctx: typer.Context,
     order_id: Annotated[str, typer.Argument(help="The broker's order id.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Enqueue tasks.cancel_order."""
     with services(ctx) as svc:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from tasks.brokers.paper import PaperBroker
-from worker.cli.context import EXIT_USAGE, CliError, print_json, print_table, services
+from worker.cli.context import EXIT_USAGE, CliError, JsonOption, print_json, print_table, services
 
 __all__ = ["app"]
 
@@ -17,7 +15,7 @@ app = typer.Typer(help="Inspect the paper broker (state in Redis).", no_args_is_
 @app.command("orders")
 def orders(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """The paper broker's orders, oldest first."""
     with services(ctx) as svc:
