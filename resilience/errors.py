@@ -22,6 +22,7 @@ from resilience.context import ErrorContext
 from resilience.policy import ErrorSeverity, RetryPolicy, never_retry
 
 __all__ = [
+    "AdmissionRefusedError",
     "AlchemiserError",
     "CircuitBreakerOpenError",
     "ConfigurationError",
@@ -293,6 +294,12 @@ class CircuitBreakerOpenError(AlchemiserError):
     """The shared breaker of a resource is open; wait until it may close."""
 
     policy = RetryPolicy(retryable=False, defer=True, severity=ErrorSeverity.MEDIUM)
+
+
+class AdmissionRefusedError(AlchemiserError):
+    """A guarded resource's rate or concurrency limit is reached; run when it has room."""
+
+    policy = RetryPolicy(retryable=False, defer=True, severity=ErrorSeverity.LOW)
 
 
 class StaleOrderError(AlchemiserError):

@@ -56,6 +56,26 @@ class KeySpace:
     def dlq_evicted(self) -> str:
         return self._key("dlq", "evicted")
 
+    # Guarded resources: breaker, rate limiter, concurrency leases, retry budget. Keys of one
+    # resource share its hash tag; the guard scripts get them in this order (guard_lib.lua).
+    def resource(self, name: str) -> tuple[str, ...]:
+        """Keys of resource ``name``: breaker, window, probes, events, rate, leases, budget,
+        stats (admission counters)."""
+        tag = f"res:{name}"
+        return tuple(
+            self._key(tag, part)
+            for part in (
+                "breaker",
+                "window",
+                "probes",
+                "events",
+                "rate",
+                "leases",
+                "budget",
+                "stats",
+            )
+        )
+
     # Redelivery (poison message) counters: one key per delivery of a task message
     def redeliveries(self, task_id: str, delivery: str) -> str:
         return self._key("redeliveries", task_id, delivery)

@@ -20,6 +20,10 @@ def lua_source(package: str, name: str) -> str:
     return resources.files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
-def register(client: Redis, package: str, name: str) -> Script:
-    """A callable script bound to ``client``."""
-    return client.register_script(lua_source(package, name))
+def register(client: Redis, package: str, name: str, *, library: str | None = None) -> Script:
+    """A callable script bound to ``client``; ``library`` (a ``.lua`` file of the same package)
+    is prepended, since Lua scripts cannot call one another."""
+    source = lua_source(package, name)
+    if library is not None:
+        source = f"{lua_source(package, library)}\n{source}"
+    return client.register_script(source)

@@ -39,7 +39,11 @@ def test_hierarchy_partitions_as_expected() -> None:
     assert errors.TradingClientError in RETRYABLE
     assert errors.ValidationError in NOT_RETRYABLE
     assert errors.InsufficientFundsError in NOT_RETRYABLE
-    assert set(DEFERRING) == {errors.MarketClosedError, errors.CircuitBreakerOpenError}
+    assert set(DEFERRING) == {
+        errors.MarketClosedError,
+        errors.CircuitBreakerOpenError,
+        errors.AdmissionRefusedError,
+    }
 
 
 # --- not retryable / retryable -----------------------------------------------------------

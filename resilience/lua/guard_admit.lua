@@ -1,0 +1,91 @@
+-- Admission of one task run to every resource it declares, in one round trip: the circuit
+-- breaker (OPEN -> HALF_OPEN once its wait is over; fleet-wide probe leases in HALF_OPEN), the
+-- GCRA rate limiter and the concurrency limit. Nothing is taken unless every resource admits.
+--
+-- ARGV: now override (empty: Redis TIME), ticket id, resource count, then each resource's
+-- configuration (guard_lib.lua). Returns {admitted, retry_after_us, refused resource index,
+-- reason, now_us, then per resource: generation, state, probe (0/1), remaining, transition}.
+
+local now = server_now_us(ARGV[1])
+local ticket = ARGV[2]
+local count = tonumber(ARGV[3])
+local CONFIG_OFFSET = 4
+local BUSY_RETRY_US = 250000
+
+local refused_index, retry_us, reason = 0, 0, ''
+local function refuse(index, wait_us, why)
+  wait_us = math.max(math.floor(wait_us), 1000)
+  if refused_index == 0 or wait_us > retry_us then
+    refused_index, retry_us, reason = index, wait_us, why
+  end
+end
+
+local plans = {}
+local reply_tail = {}
+for i = 1, count do
+  local k = resource_keys(i)
+  local c = resource_config(CONFIG_OFFSET, i)
+  local plan = { k = k, c = c, probe = 0, new_tat = nil, remaining = -1 }
+  local gen, state, transition = 0, '', ''
+  if c.breaker_on then
+    local b = breaker_read(k.breaker)
+    if b.state == OPEN and now >= b.open_until then
+      transition = breaker_transition(k, b, HALF_OPEN, now, 0, 'wait in open elapsed', nil)
+    end
+    gen, state = b.gen, b.state
+    plan.breaker = b
+    if b.state == OPEN then
+      refuse(i, b.open_until - now, 'breaker open')
+    elseif b.state == FORCED_OPEN then
+      refuse(i, c.wait_us, 'breaker forced open')
+    elseif b.state == HALF_OPEN then
+      probes_reclaim(k, b, now)
+      if b.granted < c.permits then
+        plan.probe = 1
+      else
+        local first = redis.call('ZRANGE', k.probes, 0, 0, 'WITHSCORES')
+        local wait = BUSY_RETRY_US * 4
+        if #first == 2 then wait = math.min(tonumber(first[2]) - now, wait) end
+        refuse(i, wait, 'breaker half-open: probes in flight')
+      end
+    end
+  end
+  if c.rate_on then
+    local allowed, value, remaining = gcra_check(k.rate, c, now)
+    plan.remaining = remaining
+    if allowed then plan.new_tat = value else refuse(i, value, 'rate limited') end
+  end
+  if c.concurrency_on then
+    redis.call('ZREMRANGEBYSCORE', k.leases, '-inf', now)
+    if redis.call('ZCARD', k.leases) >= c.concurrency_limit then
+      local first = redis.call('ZRANGE', k.leases, 0, 0, 'WITHSCORES')
+      refuse(i, math.min(tonumber(first[2]) - now, BUSY_RETRY_US), 'concurrency limit')
+    end
+  end
+  plans[i] = plan
+  for _, v in ipairs({ gen, state, plan.probe, plan.remaining, transition }) do
+    table.insert(reply_tail, v)
+  end
+end
+
+if refused_index == 0 then
+  for i = 1, count do
+    local plan = plans[i]
+    local k, c = plan.k, plan.c
+    if plan.probe == 1 then
+      redis.call('ZADD', k.probes, now + c.probe_lease_us, ticket)
+      redis.call('HSET', k.breaker, 'granted', plan.breaker.granted + 1)
+    end
+    if plan.new_tat then gcra_commit(k.rate, plan.new_tat, now) end
+    if c.concurrency_on then
+      redis.call('ZADD', k.leases, now + c.lease_us, ticket)
+    end
+    redis.call('HINCRBY', k.stats, 'admitted', 1)
+  end
+else
+  redis.call('HINCRBY', plans[refused_index].k.stats, 'refused:' .. reason, 1)
+end
+
+local reply = { refused_index == 0 and 1 or 0, retry_us, refused_index, reason, now }
+for _, v in ipairs(reply_tail) do table.insert(reply, v) end
+return reply

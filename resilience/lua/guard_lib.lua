@@ -1,0 +1,209 @@
+-- Shared by guard_admit.lua, guard_record.lua and guard_admin.lua: it is prepended to each at
+-- load time (Lua scripts cannot call each other). Every decision uses Redis server time, so
+-- workers whose clocks disagree still agree on the breaker and the limiter.
+--
+-- Per resource the caller passes KEYS_PER_RESOURCE keys, all under one hash tag:
+--   breaker (hash), window (hash of per-second buckets), probes (zset of half-open leases),
+--   events (stream), rate (GCRA theoretical arrival time, integer microseconds),
+--   leases (zset of concurrency leases), budget (hash: retry budget tokens),
+--   stats (hash: admitted and refused:<reason> counters)
+-- and CONFIG_FIELDS configuration values (see resilience/resources.py, config_argv).
+
+local KEYS_PER_RESOURCE = 8
+local CONFIG_FIELDS = 23
+local EVENTS_MAXLEN = 1000
+
+local CLOSED, OPEN, HALF_OPEN = 'closed', 'open', 'half_open'
+local FORCED_OPEN, DISABLED = 'forced_open', 'disabled'
+
+local function server_now_us(override)
+  if override ~= nil and override ~= '' then
+    return tonumber(override)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function resource_keys(index)
+  local base = (index - 1) * KEYS_PER_RESOURCE
+  return {
+    breaker = KEYS[base + 1], window = KEYS[base + 2], probes = KEYS[base + 3],
+    events = KEYS[base + 4], rate = KEYS[base + 5], leases = KEYS[base + 6],
+    budget = KEYS[base + 7], stats = KEYS[base + 8],
+  }
+end
+
+-- Configuration of resource `index`, read from ARGV starting at `offset`.
+local function resource_config(offset, index)
+  local at = offset + (index - 1) * CONFIG_FIELDS
+  local n = function(k) return tonumber(ARGV[at + k]) end
+  return {
+    name = ARGV[at],
+    breaker_on = n(1) == 1, window_s = n(2), minimum_calls = n(3),
+    failure_threshold = n(4), slow_threshold = n(5), slow_call_us = n(6),
+    wait_us = n(7), wait_multiplier = n(8), max_wait_us = n(9),
+    permits = n(10), probe_lease_us = n(11),
+    rate_on = n(12) == 1, interval_us = n(13), burst = n(14), cost = n(15),
+    concurrency_on = n(16) == 1, concurrency_limit = n(17), lease_us = n(18),
+    budget_on = n(19) == 1, budget_capacity = n(20), budget_refill_per_s = n(21),
+    wait_jitter = n(22),
+  }
+end
+
+local function num(value, default)
+  local parsed = tonumber(value)
+  if parsed == nil then return default end
+  return parsed
+end
+
+-- Breaker state ------------------------------------------------------------------------------
+
+local function breaker_read(key)
+  local v = redis.call('HMGET', key, 'state', 'gen', 'open_until', 'opens', 'granted',
+    'probe_ok', 'probe_failed', 'probe_slow')
+  return {
+    state = v[1] or CLOSED, gen = num(v[2], 0), open_until = num(v[3], 0),
+    opens = num(v[4], 0), granted = num(v[5], 0), probe_ok = num(v[6], 0),
+    probe_failed = num(v[7], 0), probe_slow = num(v[8], 0),
+  }
+end
+
+-- Moves the breaker to `to`, bumping the generation so results of calls admitted before the
+-- transition cannot decide the new state; writes exactly one event.
+local function breaker_transition(k, b, to, now, open_until, reason, rate)
+  local from = b.state
+  b.state = to
+  b.gen = b.gen + 1
+  b.open_until = open_until
+  b.granted, b.probe_ok, b.probe_failed, b.probe_slow = 0, 0, 0, 0
+  redis.call('HSET', k.breaker, 'state', to, 'gen', b.gen, 'open_until', open_until,
+    'opens', b.opens, 'granted', 0, 'probe_ok', 0, 'probe_failed', 0, 'probe_slow', 0,
+    'changed_at', now)
+  redis.call('DEL', k.window, k.probes)
+  redis.call('XADD', k.events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'from', from, 'to', to,
+    'at_us', now, 'gen', b.gen, 'reason', reason, 'rate', rate or '')
+  return from .. '>' .. to
+end
+
+-- OPEN for wait * multiplier^(consecutive openings - 1), capped, times 1 + spread * jitter
+-- (spread: the caller's uniform random number in [-1, 1]).
+local function breaker_open(k, b, c, now, spread, reason, rate)
+  b.opens = b.opens + 1
+  local wait = c.wait_us * (c.wait_multiplier ^ (b.opens - 1))
+  if c.max_wait_us > 0 and wait > c.max_wait_us then wait = c.max_wait_us end
+  wait = math.floor(wait * (1 + spread * c.wait_jitter))
+  return breaker_transition(k, b, OPEN, now, now + wait, reason, rate)
+end
+
+-- Window of per-second buckets: fields c<i>, f<i>, s<i> for bucket i = second % window_s,
+-- running totals calls/fails/slow, and head = the newest second recorded.
+local function window_advance(key, sec, window_s)
+  local head = num(redis.call('HGET', key, 'head'), -1)
+  if head < 0 or sec - head >= window_s then
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'head', sec, 'calls', 0, 'fails', 0, 'slow', 0)
+    return
+  end
+  if sec <= head then return end
+  -- Chunked: unpack() takes at most a few thousand values, and a gap may span 3 x 3600 fields.
+  local dc, df, ds = 0, 0, 0
+  local s = head + 1
+  while s <= sec do
+    local fields = {}
+    local last = math.min(sec, s + 299)
+    for t = s, last do
+      local i = t % window_s
+      table.insert(fields, 'c' .. i)
+      table.insert(fields, 'f' .. i)
+      table.insert(fields, 's' .. i)
+    end
+    local old = redis.call('HMGET', key, unpack(fields))
+    for j = 1, #old, 3 do
+      dc = dc + num(old[j], 0)
+      df = df + num(old[j + 1], 0)
+      ds = ds + num(old[j + 2], 0)
+    end
+    redis.call('HDEL', key, unpack(fields))
+    s = last + 1
+  end
+  redis.call('HINCRBY', key, 'calls', 0 - dc)
+  redis.call('HINCRBY', key, 'fails', 0 - df)
+  redis.call('HINCRBY', key, 'slow', 0 - ds)
+  redis.call('HSET', key, 'head', sec)
+end
+
+local function window_add(key, sec, window_s, failed, slow)
+  window_advance(key, sec, window_s)
+  local head = num(redis.call('HGET', key, 'head'), sec)
+  local i = math.max(head, sec) % window_s
+  redis.call('HINCRBY', key, 'c' .. i, 1)
+  local calls = redis.call('HINCRBY', key, 'calls', 1)
+  local fails = num(redis.call('HGET', key, 'fails'), 0)
+  local slows = num(redis.call('HGET', key, 'slow'), 0)
+  if failed then
+    redis.call('HINCRBY', key, 'f' .. i, 1)
+    fails = redis.call('HINCRBY', key, 'fails', 1)
+  end
+  if slow then
+    redis.call('HINCRBY', key, 's' .. i, 1)
+    slows = redis.call('HINCRBY', key, 'slow', 1)
+  end
+  redis.call('PEXPIRE', key, window_s * 2000)
+  return calls, fails, slows
+end
+
+-- Half-open probe leases: a lease not returned by its expiry (the worker died) frees its slot.
+local function probes_reclaim(k, b, now)
+  local expired = redis.call('ZRANGEBYSCORE', k.probes, '-inf', now)
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', k.probes, '-inf', now)
+    b.granted = math.max(b.granted - #expired, 0)
+    redis.call('HSET', k.breaker, 'granted', b.granted)
+  end
+  return #expired
+end
+
+-- GCRA ---------------------------------------------------------------------------------------
+
+-- Admits `cost` units if the theoretical arrival time stays within the burst tolerance.
+-- Returns allowed, the new TAT (when allowed) or the wait in microseconds, and remaining.
+local function gcra_check(key, c, now)
+  local tat = math.max(num(redis.call('GET', key), now), now)
+  local new_tat = tat + c.interval_us * c.cost
+  local limit = c.interval_us * (c.burst + 1)
+  if new_tat - now > limit then
+    local remaining = math.floor((limit - (tat - now)) / c.interval_us)
+    return false, new_tat - now - limit, math.max(remaining, 0)
+  end
+  return true, new_tat, math.floor((limit - (new_tat - now)) / c.interval_us)
+end
+
+local function gcra_commit(key, new_tat, now)
+  redis.call('SET', key, string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
+end
+
+-- Moves the next allowed time to at least `until_us` for every worker (a server's 429).
+local function gcra_push(key, c, now, until_us)
+  local tat = math.max(num(redis.call('GET', key), now), now)
+  local pushed = until_us + c.interval_us * c.burst
+  if pushed > tat then
+    redis.call('SET', key, string.format('%d', pushed), 'PX', math.floor((pushed - now) / 1000) + 1)
+  end
+end
+
+-- Retry budget -------------------------------------------------------------------------------
+
+-- Tokens refill at refill_per_s (and on successes); a retry spends `cost` if there are enough.
+local function budget_tokens(key, c, now)
+  local v = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = num(v[1], c.budget_capacity)
+  local at = num(v[2], now)
+  if now > at then
+    tokens = math.min(c.budget_capacity, tokens + (now - at) * c.budget_refill_per_s / 1000000)
+  end
+  return tokens
+end
+
+local function budget_store(key, tokens, now)
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', now)
+end

@@ -1,0 +1,293 @@
+"""What protects each named resource (e.g. ``broker.orders``): breaker, rate limit,
+concurrency limit and retry budget, as frozen configuration with the defaults users get.
+
+The config file overrides any field per resource (``[resources."broker.api".rate_limit]``);
+a section set to ``false`` turns that protection off. See docs/CONFIGURATION.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+from resilience.errors import ConfigurationError
+
+__all__ = [
+    "ALPACA_ACCOUNT_LIMIT",
+    "DEFAULT_RESOURCES",
+    "BreakerConfig",
+    "ConcurrencyConfig",
+    "FailMode",
+    "RateLimitConfig",
+    "ResourceConfig",
+    "RetryBudgetConfig",
+    "config_argv",
+    "defaults_for",
+    "resources_from_mapping",
+]
+
+FailMode = Literal["open", "closed"]
+
+# Bound on the per-second buckets a breaker keeps (and scans when its window slides).
+MAX_WINDOW_S = 3600
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigurationError(message)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """Resilience4j's time-based breaker, shared by every worker.
+
+    It trips when, over the last ``window_s`` seconds, at least ``minimum_calls`` were recorded
+    and the failure rate (or the rate of calls slower than ``slow_call_duration_s``) reaches
+    its threshold (percent). It stays OPEN for ``wait_duration_in_open_s``, multiplied by
+    ``wait_multiplier`` for each consecutive opening (up to ``max_wait_in_open_s``) and by a
+    random factor within ``1 ± wait_jitter``; then ``permitted_calls_in_half_open`` probes are
+    let through fleet-wide, each holding a lease that expires after ``probe_lease_s``.
+    """
+
+    window_s: int = 60
+    minimum_calls: int = 20
+    failure_rate_threshold: float = 50.0
+    slow_call_rate_threshold: float = 100.0
+    slow_call_duration_s: float = 10.0
+    wait_duration_in_open_s: float = 30.0
+    wait_multiplier: float = 1.0
+    max_wait_in_open_s: float = 300.0
+    wait_jitter: float = 0.1
+    permitted_calls_in_half_open: int = 3
+    probe_lease_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.window_s <= MAX_WINDOW_S, f"window_s must be 1..{MAX_WINDOW_S}")
+        _require(self.minimum_calls >= 1, "minimum_calls must be at least 1")
+        _require(
+            0 < self.failure_rate_threshold <= 100, "failure_rate_threshold must be in (0, 100]"
+        )
+        _require(
+            0 <= self.slow_call_rate_threshold <= 100,
+            "slow_call_rate_threshold must be in [0, 100] (0 turns slow-call tripping off)",
+        )
+        _require(self.slow_call_duration_s > 0, "slow_call_duration_s must be positive")
+        _require(self.wait_duration_in_open_s > 0, "wait_duration_in_open_s must be positive")
+        _require(self.wait_multiplier >= 1, "wait_multiplier must be at least 1")
+        _require(
+            self.max_wait_in_open_s >= self.wait_duration_in_open_s,
+            "max_wait_in_open_s must be at least wait_duration_in_open_s",
+        )
+        _require(0 <= self.wait_jitter < 1, "wait_jitter must be in [0, 1)")
+        _require(
+            self.permitted_calls_in_half_open >= 1, "permitted_calls_in_half_open must be >= 1"
+        )
+        _require(self.probe_lease_s > 0, "probe_lease_s must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """GCRA: ``rate`` admissions per ``period_s`` on average, ``burst`` more at once.
+
+    In any interval of t seconds at most ``floor(t / T) + burst + 1`` are admitted, where
+    T = period_s / rate. ``cost`` is what one task run takes (a run making several calls).
+    """
+
+    rate: float
+    period_s: float = 1.0
+    burst: int = 0
+    cost: int = 1
+
+    def __post_init__(self) -> None:
+        _require(math.isfinite(self.rate) and self.rate > 0, "rate must be positive")
+        _require(math.isfinite(self.period_s) and self.period_s > 0, "period_s must be positive")
+        _require(self.burst >= 0, "burst must be >= 0")
+        _require(1 <= self.cost <= self.burst + 1, "cost must be between 1 and burst + 1")
+        _require(self.interval_us >= 1, "rate / period_s is finer than one microsecond")
+
+    @property
+    def interval_us(self) -> int:
+        """T, the emission interval, in integer microseconds (GCRA's unit)."""
+        return int(self.period_s / self.rate * 1_000_000)
+
+    def max_in(self, interval_s: float) -> int:
+        """The most admissions any interval of ``interval_s`` seconds can hold."""
+        return math.floor(interval_s * 1_000_000 / self.interval_us) + self.burst + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyConfig:
+    """At most ``limit`` runs at once fleet-wide; a lease held longer than ``lease_s`` (its
+    worker died) is reclaimed."""
+
+    limit: int
+    lease_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        _require(self.limit >= 1, "limit must be at least 1")
+        _require(self.lease_s > 0, "lease_s must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudgetConfig:
+    """The AWS SDK's retry quota, shared: a retry spends ``retry_cost`` tokens
+    (``timeout_cost`` after a timeout), a success returns ``success_refill``, and tokens also
+    refill at ``refill_per_s``; with too few tokens the failure is not retried."""
+
+    capacity: float = 500.0
+    retry_cost: float = 5.0
+    timeout_cost: float = 10.0
+    success_refill: float = 1.0
+    refill_per_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(self.capacity > 0, "capacity must be positive")
+        _require(
+            0 < self.retry_cost <= self.capacity and 0 < self.timeout_cost <= self.capacity,
+            "retry_cost and timeout_cost must be positive and at most capacity",
+        )
+        _require(self.success_refill >= 0, "success_refill must be >= 0")
+        _require(self.refill_per_s >= 0, "refill_per_s must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceConfig:
+    """Everything that guards one named resource; any part may be absent."""
+
+    name: str
+    breaker: BreakerConfig | None = None
+    rate_limit: RateLimitConfig | None = None
+    concurrency: ConcurrencyConfig | None = None
+    retry_budget: RetryBudgetConfig | None = None
+    # What admission does when Redis cannot be asked: let the call through, or defer it.
+    fail_mode: FailMode = "open"
+    fail_closed_retry_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(self.name) and not any(c in self.name for c in " {}"),
+            f"resource name must be non-empty without spaces or braces: {self.name!r}",
+        )
+        _require(self.fail_mode in ("open", "closed"), "fail_mode must be 'open' or 'closed'")
+        _require(self.fail_closed_retry_s > 0, "fail_closed_retry_s must be positive")
+
+
+# The trading API's breaker and concurrency limit, and the data API's breaker.
+DEFAULT_RESOURCES: Mapping[str, ResourceConfig] = {
+    "broker.api": ResourceConfig(name="broker.api", fail_mode="open"),
+    "broker.orders": ResourceConfig(
+        name="broker.orders",
+        breaker=BreakerConfig(),
+        concurrency=ConcurrencyConfig(limit=8),
+        retry_budget=RetryBudgetConfig(),
+        fail_mode="closed",
+    ),
+    "broker.data": ResourceConfig(
+        name="broker.data",
+        breaker=BreakerConfig(minimum_calls=10),
+        retry_budget=RetryBudgetConfig(),
+        fail_mode="open",
+    ),
+}
+
+# Alpaca allows about 200 requests per minute per account; 180/min with a burst of 10 admits
+# at most 191 in any minute (floor(t/T) + burst + 1).
+ALPACA_ACCOUNT_LIMIT = RateLimitConfig(rate=180, period_s=60, burst=10)
+
+
+def defaults_for(trading_broker: str) -> dict[str, ResourceConfig]:
+    """The default resources for a broker: Alpaca's account rate limit applies to Alpaca only
+    (the paper broker has none)."""
+    defaults = dict(DEFAULT_RESOURCES)
+    if trading_broker == "alpaca":
+        defaults["broker.api"] = replace(defaults["broker.api"], rate_limit=ALPACA_ACCOUNT_LIMIT)
+    return defaults
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "breaker": BreakerConfig,
+    "rate_limit": RateLimitConfig,
+    "concurrency": ConcurrencyConfig,
+    "retry_budget": RetryBudgetConfig,
+}
+
+
+def _section(resource: str, section: str, current: Any, raw: Any) -> Any:
+    where = f"resources.{resource}.{section}"
+    if raw is False:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(f"{where} must be a table (or false to turn it off)")
+    cls = _SECTIONS[section]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown setting(s) {unknown}; known: {sorted(known)}")
+    try:
+        return replace(current, **raw) if current is not None else cls(**raw)
+    except ConfigurationError as bad:
+        raise ConfigurationError(f"{where}: {bad}") from None
+    except TypeError as missing:
+        raise ConfigurationError(f"{where}: {missing}") from None
+
+
+def resources_from_mapping(
+    raw: Mapping[str, Any], base: Mapping[str, ResourceConfig] = DEFAULT_RESOURCES
+) -> dict[str, ResourceConfig]:
+    """``base`` with the config file's ``[resources.*]`` tables merged over it."""
+    merged = dict(base)
+    for name, table in raw.items():
+        if not isinstance(table, Mapping):
+            raise ConfigurationError(f"resources.{name} must be a table")
+        current = merged.get(name) or ResourceConfig(name=name)
+        changes: dict[str, Any] = {}
+        for key, value in table.items():
+            if key in _SECTIONS:
+                changes[key] = _section(name, key, getattr(current, key), value)
+            elif key in ("fail_mode", "fail_closed_retry_s"):
+                changes[key] = value
+            else:
+                raise ConfigurationError(
+                    f"resources.{name}: unknown setting {key!r}; known: "
+                    f"{[*_SECTIONS, 'fail_mode', 'fail_closed_retry_s']}"
+                )
+        try:
+            merged[name] = replace(current, **changes)
+        except ConfigurationError as bad:
+            raise ConfigurationError(f"resources.{name}: {bad}") from None
+    return merged
+
+
+def config_argv(resource: ResourceConfig) -> list[str | int | float]:
+    """The resource's configuration as the guard scripts read it (guard_lib.lua)."""
+    b, r, c, g = resource.breaker, resource.rate_limit, resource.concurrency, resource.retry_budget
+    return [
+        resource.name,
+        *(
+            (
+                1,
+                b.window_s,
+                b.minimum_calls,
+                b.failure_rate_threshold,
+                b.slow_call_rate_threshold,
+                _us(b.slow_call_duration_s),
+                _us(b.wait_duration_in_open_s),
+                b.wait_multiplier,
+                _us(b.max_wait_in_open_s),
+                b.permitted_calls_in_half_open,
+                _us(b.probe_lease_s),
+            )
+            if b
+            else (0, 1, 1, 100, 0, 0, 0, 1, 0, 1, 0)
+        ),
+        *((1, r.interval_us, r.burst, r.cost) if r else (0, 1, 0, 1)),
+        *((1, c.limit, _us(c.lease_s)) if c else (0, 0, 0)),
+        *((1, g.capacity, g.refill_per_s) if g else (0, 0, 0)),
+        b.wait_jitter if b else 0,
+    ]
+
+
+def _us(seconds: float) -> int:
+    return int(seconds * 1_000_000)
