@@ -25,7 +25,7 @@ from typing import Literal
 
 import structlog
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from resilience.clock import Clock
 from resilience.keys import KeySpace
@@ -120,7 +120,8 @@ class Guard:
         self._record = register(client, "resilience", "guard_record", library=LIBRARY)
         self._argv = {name: config_argv(r) for name, r in self._resources.items()}
         self._resource_keys = {name: keys.resource(name) for name in self._resources}
-        self._open_until: dict[str, float] = {}
+        # resource -> (monotonic time the cached answer expires, monotonic open_until)
+        self._open_cache: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
         self._warned_unknown: set[str] = set()
         self.degraded_decisions: Counter[str] = Counter()
@@ -152,11 +153,12 @@ class Guard:
         now = self._monotonic()
         with self._lock:
             for name in names:
-                until = self._open_until.get(name)
-                if until is not None:
-                    if until > now:
-                        return name, until - now
-                    del self._open_until[name]
+                cached = self._open_cache.get(name)
+                if cached is not None:
+                    expires, open_until = cached
+                    if expires > now:
+                        return name, open_until - now
+                    del self._open_cache[name]
         return None
 
     def admit(self, names: Sequence[str], ticket: str | None = None) -> Admission:
@@ -211,8 +213,10 @@ class Guard:
         retry_after_s = retry_us / 1_000_000
         if refused_by is not None and reason == "breaker open":
             with self._lock:
-                self._open_until[refused_by] = self._monotonic() + min(
-                    retry_after_s, self._open_cache_s
+                now = self._monotonic()
+                self._open_cache[refused_by] = (
+                    now + min(retry_after_s, self._open_cache_s),
+                    now + retry_after_s,
                 )
         return Admission(
             admitted=admitted == 1,
@@ -229,7 +233,9 @@ class Guard:
         decision = "refused" if closed else "admitted"
         for name in names:
             self.degraded_decisions[f"{name}:{decision}"] += 1
-        _log.warning(
+        # A script or encoding error is a defect, not an outage: same fail mode, louder.
+        log = _log.warning if isinstance(error, (ConnectionError, TimeoutError)) else _log.error
+        log(
             "admission_without_redis",
             resources=list(names),
             decision=decision,
@@ -324,7 +330,7 @@ class Guard:
     def forget_open(self) -> None:
         """Drop the local OPEN cache (tests, and after an operator's reset in this process)."""
         with self._lock:
-            self._open_until.clear()
+            self._open_cache.clear()
 
     @staticmethod
     def _log_transition(resource: str, transition: str) -> None:

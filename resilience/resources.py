@@ -39,6 +39,14 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigurationError(message)
 
 
+def _integers(config: object, *names: str) -> None:
+    """TOML gives true and 2.5 as happily as 2: refuse anything but a whole number."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigurationError(f"{name} must be a whole number, not {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
     """Resilience4j's time-based breaker, shared by every worker.
@@ -64,6 +72,7 @@ class BreakerConfig:
     probe_lease_s: float = 30.0
 
     def __post_init__(self) -> None:
+        _integers(self, "window_s", "minimum_calls", "permitted_calls_in_half_open")
         _require(1 <= self.window_s <= MAX_WINDOW_S, f"window_s must be 1..{MAX_WINDOW_S}")
         _require(self.minimum_calls >= 1, "minimum_calls must be at least 1")
         _require(
@@ -101,6 +110,7 @@ class RateLimitConfig:
     cost: int = 1
 
     def __post_init__(self) -> None:
+        _integers(self, "burst", "cost")
         _require(math.isfinite(self.rate) and self.rate > 0, "rate must be positive")
         _require(math.isfinite(self.period_s) and self.period_s > 0, "period_s must be positive")
         _require(self.burst >= 0, "burst must be >= 0")
@@ -126,6 +136,7 @@ class ConcurrencyConfig:
     lease_s: float = 60.0
 
     def __post_init__(self) -> None:
+        _integers(self, "limit")
         _require(self.limit >= 1, "limit must be at least 1")
         _require(self.lease_s > 0, "lease_s must be positive")
 
