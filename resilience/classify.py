@@ -209,7 +209,7 @@ def _from_status(exc: BaseException, status: int, component: Component) -> Alche
     if status == 429:
         cls, wait_s = RateLimitError, retry_after_s(exc)
     elif status == 408 or status >= 500:
-        cls, wait_s = _transient_family(component), retry_after_s(exc)
+        cls, wait_s = _transient_family(component), retry_after_s(exc, rate_limited=False)
     elif status == 403:
         cls = _forbidden_class(exc, component)
     elif status == 422:

@@ -178,13 +178,19 @@ def _seconds_until_reset(value: str | None, now_s: float) -> float | None:
     return max(reset, 0.0)
 
 
-def retry_after_s(exc: BaseException) -> float | None:
+def retry_after_s(exc: BaseException, *, rate_limited: bool = True) -> float | None:
+    """How long the server asked to wait, in seconds, if it said.
+
+    After a 429 that is the later of ``Retry-After`` and the rate-limit window's reset (a
+    retry before the reset is refused again). Other answers carry the reset on every response
+    (Alpaca does) without it meaning "wait": only ``Retry-After`` counts for them.
+    """
     now_s = time.time()
-    hinted = parse_retry_after(header(exc, "Retry-After"), now_s=now_s)
-    if hinted is not None:
-        return hinted
-    for name in ("X-RateLimit-Reset", "RateLimit-Reset"):
-        reset = _seconds_until_reset(header(exc, name), now_s)
-        if reset is not None:
-            return reset
-    return None
+    waits = [parse_retry_after(header(exc, "Retry-After"), now_s=now_s)]
+    if rate_limited:
+        waits += [
+            _seconds_until_reset(header(exc, name), now_s)
+            for name in ("X-RateLimit-Reset", "RateLimit-Reset")
+        ]
+    given = [w for w in waits if w is not None]
+    return max(given) if given else None

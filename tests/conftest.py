@@ -1,10 +1,10 @@
-"""Fixtures shared by the tests that talk to a real Redis.
+"""Fixtures shared by the tests: a real Redis, and a fake Alpaca API on loopback.
 
 ``redis_url`` names the test Redis: ``ALCHEMISER_TEST_REDIS_URL`` (default the local one) when
 it answers, else a private ``redis-server`` from PATH started for the session. Without either
 the tests that need Redis fail (a suite that skipped them would hide their failures in CI).
 ``client`` is a client of it; ``keys`` is a namespace of one test's own, whose keys are deleted
-afterwards.
+afterwards. ``fake_alpaca`` is a started :class:`~tests.fakes.alpaca_api.FakeAlpacaAPI`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import redis
 
 from resilience.connection import connect
 from resilience.keys import KeySpace
+from tests.fakes.alpaca_api import FakeAlpacaAPI
 from worker.embedded import private_redis_server, redis_answers
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -59,3 +60,10 @@ def keys(client: redis.Redis) -> Iterator[KeySpace]:
     stale = list(client.scan_iter(match=f"{namespace}:*", count=500))
     if stale:
         client.delete(*stale)
+
+
+@pytest.fixture
+def fake_alpaca() -> Iterator[FakeAlpacaAPI]:
+    """A fake Alpaca API on a free loopback port; stopped, its threads joined, afterwards."""
+    with FakeAlpacaAPI() as api:
+        yield api

@@ -1,4 +1,5 @@
-"""Broker adapters behind one Protocol: the paper broker (Redis) and, later, Alpaca."""
+"""Broker adapters behind one Protocol: the paper broker (Redis, ``tasks.brokers.paper``) and
+Alpaca (``tasks.brokers.alpaca``, not imported here: alpaca-py takes seconds to import)."""
 
 from tasks.brokers.base import Account, BrokerAdapter, BrokerAPIError, Order, Position, Quote
 

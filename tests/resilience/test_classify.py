@@ -711,10 +711,27 @@ def test_x_ratelimit_reset_in_the_past_is_zero() -> None:
     assert default_classifier().classify(exc).retry_after_s == 0.0
 
 
-def test_retry_after_wins_over_reset() -> None:
-    """Retry-After is preferred over X-RateLimit-Reset when both are present."""
-    headers = {"Retry-After": "4", "X-RateLimit-Reset": str(int(time.time()) + 500)}
-    assert default_classifier().classify(_httpx_status_error(429, "", headers)).retry_after_s == 4.0
+def test_a_429_waits_for_the_later_of_retry_after_and_reset() -> None:
+    """After a 429 a retry before the window's reset is refused again (FIELD-NOTES, Alpaca):
+    the later of Retry-After and X-RateLimit-Reset wins, whichever it is."""
+    later_reset = {"Retry-After": "4", "X-RateLimit-Reset": str(int(time.time()) + 500)}
+    wait = default_classifier().classify(_httpx_status_error(429, "", later_reset)).retry_after_s
+    assert wait is not None
+    assert 490.0 <= wait <= 500.0
+    later_hint = {"Retry-After": "40", "X-RateLimit-Reset": str(int(time.time()) + 5)}
+    assert (
+        default_classifier().classify(_httpx_status_error(429, "", later_hint)).retry_after_s
+        == 40.0
+    )
+
+
+def test_a_5xx_ignores_the_rate_limit_reset() -> None:
+    """Alpaca puts X-RateLimit-Reset on every answer: on a 503 it is no reason to wait."""
+    headers = {"X-RateLimit-Reset": str(int(time.time()) + 50)}
+    classify = default_classifier().classify
+    assert classify(_httpx_status_error(503, "", headers)).retry_after_s is None
+    headers["Retry-After"] = "3"
+    assert classify(_httpx_status_error(503, "", headers)).retry_after_s == 3.0
 
 
 def test_header_lookup_is_case_insensitive_on_plain_dicts() -> None:
