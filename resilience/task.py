@@ -13,6 +13,7 @@ state. Services (Redis, stores, classifier, clock) come from a runtime the appli
 from __future__ import annotations
 
 import random
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,15 @@ from resilience.classify import Component
 from resilience.clock import Clock
 from resilience.context import ErrorContext
 from resilience.deadletter import DeadLetter, DeadLetterStore, bound_value
-from resilience.errors import AlchemiserError, PoisonMessageError, StaleOrderError
+from resilience.errors import (
+    AdmissionRefusedError,
+    AlchemiserError,
+    CircuitBreakerOpenError,
+    PoisonMessageError,
+    RateLimitError,
+    StaleOrderError,
+)
+from resilience.guard import Admission, Guard, Outcome, RetryKind
 from resilience.handler import ErrorHandler, notification_data
 from resilience.keys import KeySpace
 from resilience.outcomes import OutcomeCounter
@@ -43,6 +52,8 @@ RUNTIME_SETTING = "alchemiser_runtime"
 HISTORY_LIMIT = 25
 REDELIVERY_KEY_TTL_S = 7 * 24 * 3600
 MESSAGE_LIMIT = 500
+# A refused run comes back after the resource's retry-after plus up to this share of it.
+ADMISSION_JITTER = 0.5
 
 _log = structlog.get_logger("alchemiser.task")
 
@@ -60,6 +71,8 @@ class ResilienceRuntime:
     clock: Clock
     max_countdown_s: float
     max_redeliveries: int = 3
+    # Fleet-wide breakers and limits of the resources tasks declare; None: nothing is guarded.
+    guard: Guard | None = None
     escalation_task: str = "tasks.escalate"
     rng: random.Random = field(default_factory=random.Random)
 
@@ -108,6 +121,18 @@ class DeliveryState:
         )
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    """Whether the failure was a timeout (a retry after one costs the budget more)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # bounded: exception chains can be cyclic
+        if seen is None:
+            break
+        if isinstance(seen, TimeoutError) or type(seen).__name__.endswith("Timeout"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _iso(now_s: float) -> str:
     return datetime.fromtimestamp(now_s, UTC).isoformat()
 
@@ -121,6 +146,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     max_retries = None
     component: ClassVar[Component] = "trading"
     escalates: ClassVar[bool] = True
+    # Guarded resources (resilience.resources) every run must be admitted to.
+    resources: ClassVar[tuple[str, ...]] = ()
 
     # Hooks for subclasses: the application's view of a task's payload.
     def prepare_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +162,12 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         """The order's idempotency key, if the task is an order."""
         value = kwargs.get("client_order_id")
         return str(value) if value is not None else None
+
+    @property
+    def admission(self) -> Admission | None:
+        """How the running task was admitted to its resources (None if it declares none)."""
+        admission: Admission | None = getattr(self.request, "admission", None)
+        return admission
 
     @property
     def runtime(self) -> ResilienceRuntime:
@@ -180,15 +213,107 @@ class ResilientTask(Task):  # type: ignore[type-arg]
                 cause=None,
             )
             raise Ignore()
+        admission = self._admit(runtime, args=args, kwargs=kwargs, state=state, deadline=deadline)
+        started = time.perf_counter()
         try:
             result = self.run(*args, **kwargs)
         except (Retry, Ignore, Reject):
+            self._record(runtime, admission, Outcome.NONE, started)
             raise
         except Exception as exc:
-            self._on_failure(runtime, exc, args=args, kwargs=kwargs, state=state, deadline=deadline)
+            self._on_failure(
+                runtime,
+                exc,
+                args=args,
+                kwargs=kwargs,
+                state=state,
+                deadline=deadline,
+                admission=admission,
+                started=started,
+            )
+        self._record(runtime, admission, Outcome.OK, started)
         if state.failures or redelivered:
             runtime.outcomes.incr("recovered", self.name)
         return result
+
+    def _admit(
+        self,
+        runtime: ResilienceRuntime,
+        *,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        state: DeliveryState,
+        deadline: float | None,
+    ) -> Admission | None:
+        """Ask the declared resources to admit this run; defer it (no attempt spent) if not."""
+        guard = runtime.guard
+        if guard is None or not self.resources:
+            return None
+        admission = guard.admit(self.resources, ticket=f"{self.request.id}:{state.delivery}")
+        if admission.admitted:
+            # The body may read it (e.g. to tell an API when the call was admitted).
+            self.request.update(admission=admission)
+            return admission
+        error_class = (
+            CircuitBreakerOpenError
+            if admission.reason.startswith("breaker")
+            else AdmissionRefusedError
+        )
+        # Spread the deferred runs so they do not all come back at the same instant.
+        wait_s = admission.retry_after_s * (1.0 + runtime.rng.uniform(0.0, ADMISSION_JITTER))
+        refused = error_class(
+            f"{admission.refused_by}: {admission.reason}",
+            retry_after_s=wait_s,
+            details={"resource": admission.refused_by, "reason": admission.reason},
+        )
+        now_s = runtime.clock.now_s()
+        decision = decide(
+            refused,
+            state.failures + 1,
+            now_s=now_s,
+            max_countdown_s=runtime.max_countdown_s,
+            deadline_s=deadline,
+        )
+        if decision.action is Action.DEAD_LETTER:
+            self._dead_letter(
+                runtime, refused, args=args, kwargs=kwargs, state=state,
+                reason=decision.reason, cause=None,
+            )  # fmt: skip
+            raise Ignore()
+        _log.debug(
+            "task_deferred",
+            task=self.name,
+            task_id=str(self.request.id),
+            resource=admission.refused_by,
+            reason=admission.reason,
+            countdown_s=round(decision.countdown_s, 3),
+        )
+        record = self._attempt_record(runtime, refused, decision, now_s, state)
+        self._schedule_retry(
+            args, kwargs, decision.countdown_s, state.after(record, deferred=True), refused
+        )
+
+    def _record(
+        self,
+        runtime: ResilienceRuntime,
+        admission: Admission | None,
+        outcome: Outcome,
+        started: float,
+        *,
+        retry: RetryKind | None = None,
+        push_s: float | None = None,
+    ) -> bool:
+        """Record the run's outcome on its resources; whether the retry budget pays a retry."""
+        if admission is None or runtime.guard is None:
+            return True
+        result = runtime.guard.record(
+            admission,
+            outcome,
+            duration_s=time.perf_counter() - started,
+            retry=retry,
+            push_s=push_s,
+        )
+        return result.retry_allowed
 
     def _count_redelivery(self, runtime: ResilienceRuntime, state: DeliveryState) -> int:
         key = runtime.keys.redeliveries(str(self.request.id), state.delivery)
@@ -212,6 +337,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         kwargs: dict[str, Any],
         state: DeliveryState,
         deadline: float | None,
+        admission: Admission | None = None,
+        started: float = 0.0,
     ) -> NoReturn:
         request = self.request
         context = ErrorContext(
@@ -237,6 +364,19 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             deadline_s=deadline,
             rng=runtime.rng,
         )
+        retry_kind: RetryKind | None = None
+        if decision.action is Action.RETRY:
+            retry_kind = "timeout" if _is_timeout(exc) else "retry"
+        retry_paid = self._record(
+            runtime,
+            admission,
+            Outcome.FAILED if error.policy.counts_against_breaker else Outcome.IGNORED,
+            started,
+            retry=retry_kind,
+            push_s=error.retry_after_s if isinstance(error, RateLimitError) else None,
+        )
+        if not retry_paid:
+            decision = Decision(Action.DEAD_LETTER, 0.0, "retry budget exhausted")
         record = self._attempt_record(runtime, error, decision, now_s, state)
         deferred = decision.action is Action.DEFER
         next_state = state.after(record, deferred=deferred)

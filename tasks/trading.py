@@ -37,9 +37,11 @@ MIN_ORDER_VALUE = 1.0
 
 
 class TradingTask(ResilientTask):
-    """A task on the ``trading`` queue."""
+    """A task on the ``trading`` queue: admitted by the account's rate limit and the trading
+    API's breaker and concurrency limit."""
 
     component = "trading"
+    resources = ("broker.api", "broker.orders")
 
     @property
     def trading(self) -> TradingRuntime:
@@ -118,6 +120,7 @@ class MarketDataTask(ResilientTask):
     """A task on the ``market_data`` queue; transient failures are data-provider errors."""
 
     component = "market_data"
+    resources = ("broker.api", "broker.data")
 
 
 @shared_task(bind=True, base=MarketDataTask, name="tasks.fetch_quote")

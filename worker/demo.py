@@ -4,13 +4,16 @@
 2. Two real worker processes on a private namespace.
 3. A flaky broker (503s, lost responses after the order was booked, 429s on look-ups): every
    order still lands exactly once.
-4. A broker outage: orders exhaust their attempts and are dead-lettered with their history,
-   beside one order the account cannot fund and one invalid payload.
-5. The outage ends: the transient dead letters are replayed and land exactly once.
+4. A broker outage: the first orders exhaust their attempts and are dead-lettered with their
+   history; the shared circuit breaker opens and the rest wait instead of hammering the broker.
+5. The outage ends: the breaker's probes succeed and it closes, the waiting orders land, the
+   transient dead letters are replayed and land exactly once; one order the account cannot
+   fund and one invalid payload are dead-lettered for good.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 import uuid
@@ -39,8 +42,25 @@ from worker.settings import Settings, load_settings
 
 __all__ = ["DemoReport", "run_demo"]
 
+# A breaker quick enough to watch: trips at 80% failures over 10 calls, waits 2 s, then 4, 8.
+DEMO_RESOURCES: dict[str, Any] = {
+    "broker.orders": {
+        "breaker": {
+            "window_s": 10,
+            "minimum_calls": 10,
+            "failure_rate_threshold": 80,
+            "wait_duration_in_open_s": 2,
+            "wait_multiplier": 2,
+            "max_wait_in_open_s": 8,
+            "permitted_calls_in_half_open": 2,
+            "probe_lease_s": 10,
+        },
+        "retry_budget": False,
+    },
+}
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "BRK.B")
 WAIT_S = 90.0
+OUTAGE_S = 3.0
 
 
 @dataclass
@@ -56,6 +76,7 @@ class DemoReport:
     dead_by_type: Counter[str] = field(default_factory=Counter)
     replayed: int = 0
     replay_skipped: int = 0
+    breaker_transitions: Counter[str] = field(default_factory=Counter)
     unaccounted: list[str] = field(default_factory=list)
 
     @property
@@ -131,6 +152,13 @@ class _Demo:
         self.report.replayed = len(replayed)
         return replayed
 
+    def breaker_transitions(self) -> Counter[str]:
+        events_key = self.runtime.resilience.keys.resource("broker.orders")[3]
+        events = cast(
+            "list[tuple[str, dict[str, str]]]", self.runtime.resilience.redis.xrange(events_key)
+        )
+        return Counter(f"{e['from']} -> {e['to']}" for _, e in events)
+
     def accepted_twice(self) -> int:
         events = cast(
             "list[tuple[str, dict[str, str]]]",
@@ -159,17 +187,24 @@ def _scenario(demo: _Demo, orders: int) -> DemoReport:
     _wait(lambda: demo.settled(flaky), WAIT_S)
     say(f"   {len(flaky)} orders settled in {time.monotonic() - started:.1f} s")
 
-    say("[bold]2. A broker outage[/]: every submit answers 503 until it ends")
+    say(
+        "[bold]2. A broker outage[/]: every submit answers 503 until it ends; the shared"
+        " breaker opens and the orders wait"
+    )
     chaos.clear()
     chaos.inject(ChaosRule("broker.submit_order", "http:503", probability=1.0))
     outage = demo.submit([_order(SYMBOLS[i % len(SYMBOLS)], 2) for i in range(orders // 4)])
     started = time.monotonic()
-    _wait(lambda: demo.settled(outage), WAIT_S)
-    say(f"   {len(outage)} orders settled in {time.monotonic() - started:.1f} s")
-
+    _wait(lambda: demo.breaker_transitions()["closed -> open"] > 0, WAIT_S)
+    time.sleep(OUTAGE_S)  # let the outage last: the breaker keeps the orders waiting
     say(
-        "[bold]3. The outage ends[/]: faults cleared, transient dead letters replayed;"
-        " one order the account cannot fund and one invalid payload are sent too"
+        f"   breaker opened after {time.monotonic() - started - OUTAGE_S:.1f} s;"
+        f" {len(set(outage) & set(demo.dead()))} orders dead-lettered before it did"
+    )
+    say(
+        "[bold]3. The outage ends[/]: faults cleared, the breaker's probes succeed, waiting"
+        " orders land, transient dead letters are replayed; one order the account cannot fund"
+        " and one invalid payload are sent too"
     )
     chaos.clear()
     replayed = demo.replay_transient()
@@ -177,10 +212,9 @@ def _scenario(demo: _Demo, orders: int) -> DemoReport:
     invalid = _order("AAPL", -5)
     demo.submit([invalid])
     started = time.monotonic()
-    last = replayed + unfundable + [invalid["client_order_id"]]
+    last = outage + replayed + unfundable + [invalid["client_order_id"]]
     _wait(lambda: demo.settled(last), WAIT_S)
-    say(f"   {len(last)} orders settled in {time.monotonic() - started:.1f} s")
-
+    say(f"   {len(set(last))} orders settled in {time.monotonic() - started:.1f} s")
     booked = demo.booked()
     dead = demo.dead()
     totals = demo.runtime.resilience.outcomes.totals()
@@ -190,6 +224,7 @@ def _scenario(demo: _Demo, orders: int) -> DemoReport:
     report.recovered = totals.get("recovered", 0)
     report.duplicates_avoided = totals.get("duplicate_avoided", 0)
     report.dead_by_type = Counter(dead.values())
+    report.breaker_transitions = demo.breaker_transitions()
     every = flaky + outage + unfundable + [invalid["client_order_id"]]
     report.unaccounted = [i for i in every if i not in booked and i not in dead]
     return report
@@ -204,6 +239,8 @@ def _print_report(console: Console, report: DemoReport, source: RedisSource) -> 
     table.add_row("tasks that recovered after a retry", str(report.recovered))
     table.add_row("duplicates avoided by client_order_id look-up", str(report.duplicates_avoided))
     table.add_row("dead letters replayed after the outage", str(report.replayed))
+    transitions = ", ".join(f"{t} {n}" for t, n in sorted(report.breaker_transitions.items()))
+    table.add_row("circuit breaker (broker.orders) transitions", transitions or "none")
     dead = ", ".join(f"{t} {n}" for t, n in sorted(report.dead_by_type.items())) or "none"
     table.add_row("still dead-lettered (by error type)", dead)
     table.add_row("orders accepted twice (duplicates)", str(report.accepted_twice))
@@ -228,6 +265,7 @@ def run_demo(*, orders: int = 40, workers: int = 2, keep: bool = False) -> int:
                 "broker_url": broker_url,
                 "namespace": namespace,
                 "trading_broker": "paper",
+                "resources": DEMO_RESOURCES,
             }
         )
         console.print(f"Redis: [bold]{source.kind}[/] ({source.detail}); namespace {namespace}")
@@ -236,6 +274,7 @@ def run_demo(*, orders: int = 40, workers: int = 2, keep: bool = False) -> int:
             "ALCHEMISER_BROKER_URL": broker_url,
             "ALCHEMISER_NAMESPACE": namespace,
             "ALCHEMISER_TRADING_BROKER": "paper",
+            "ALCHEMISER_RESOURCES": json.dumps(DEMO_RESOURCES),
         }
         log_dir = Path(tempfile.mkdtemp(prefix="alchemiser-demo-"))
         demo = _Demo(settings, console)

@@ -13,7 +13,7 @@ from resilience.classify import default_classifier
 from resilience.clock import Clock, SystemClock
 from resilience.connection import connect
 from resilience.deadletter import DeadLetterStore
-from resilience.errors import ConfigurationError
+from resilience.guard import Guard
 from resilience.handler import ErrorHandler
 from resilience.keys import KeySpace
 from resilience.outcomes import OutcomeCounter
@@ -24,7 +24,10 @@ from tasks.brokers.paper import PaperBroker
 from tasks.runtime import TradingRuntime
 from worker.settings import Settings
 
-__all__ = ["RuntimeProvider", "build_runtime"]
+__all__ = ["ACCOUNT_RESOURCE", "RuntimeProvider", "build_runtime"]
+
+# The resource whose rate limit is the broker account's (tasks declare it; see tasks/trading.py).
+ACCOUNT_RESOURCE = "broker.api"
 
 
 def build_runtime(settings: Settings, *, clock: Clock | None = None) -> TradingRuntime:
@@ -34,6 +37,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> TradingR
     client = connect(settings.redis_url, socket_timeout_s=settings.redis_socket_timeout_s)
     scrubber = Scrubber(settings.secret_values())
     classifier = default_classifier()
+    guard = Guard(client, keys, settings.resource_configs)
     resilience = ResilienceRuntime(
         redis=client,
         keys=keys,
@@ -46,6 +50,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> TradingR
         clock=clock,
         max_countdown_s=settings.max_countdown_s,
         max_redeliveries=settings.max_redeliveries,
+        guard=guard,
     )
     chaos = ChaosStore(client, keys)
     broker: BrokerAdapter
@@ -59,9 +64,18 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> TradingR
             initial_cash=settings.paper_initial_cash,
         )
     else:
-        raise ConfigurationError(
-            "ALCHEMISER_TRADING_BROKER=alpaca: the Alpaca adapter is not built yet; use 'paper'"
-        )
+        # alpaca-py takes seconds to import (pydantic models, pandas): paper deployments, the
+        # CLI and the tests do not pay for it.
+        from tasks.brokers.alpaca import AlpacaBroker, RateLimitHint  # noqa: PLC0415
+
+        # Raises ConfigurationError naming ALPACA_API_KEY / ALPACA_SECRET_KEY when unset.
+        # A spent window (remaining 0, or a 429) holds the whole fleet's account limiter back
+        # until Alpaca's reset, not just this worker.
+        def hold_account_limit(hint: RateLimitHint) -> None:
+            if hint.reset_at_s is not None:
+                guard.push(ACCOUNT_RESOURCE, max(hint.reset_at_s - clock.now_s(), 0.0))
+
+        broker = AlpacaBroker.from_settings(settings, on_rate_limit=hold_account_limit)
     return TradingRuntime(
         resilience=resilience, broker=broker, chaos=chaos, order_ttl_s=settings.order_ttl_s
     )

@@ -17,6 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_vali
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from resilience.errors import ConfigurationError
+from resilience.resources import ResourceConfig, defaults_for, resources_from_mapping
 
 __all__ = ["CONFIG_ENV", "Settings", "load_settings"]
 
@@ -51,6 +52,10 @@ class Settings(BaseSettings):
     alpaca_base_url: str = Field(
         default="https://paper-api.alpaca.markets", validation_alias=AliasChoices("ALPACA_BASE_URL")
     )
+    alpaca_data_url: str = Field(
+        default="https://data.alpaca.markets", validation_alias=AliasChoices("ALPACA_DATA_URL")
+    )
+    alpaca_timeout_s: float = Field(default=10.0, gt=0)
 
     visibility_timeout_s: float = Field(default=3600.0, gt=0)
     max_countdown_s: float = Field(default=1800.0, gt=0)
@@ -63,6 +68,10 @@ class Settings(BaseSettings):
 
     paper_market_hours: Literal["always_open", "regular"] = "always_open"
     paper_initial_cash: float = Field(default=1_000_000.0, ge=0)
+
+    # [resources."<name>".breaker|rate_limit|concurrency|retry_budget] tables of the config
+    # file, merged over resilience.resources.DEFAULT_RESOURCES.
+    resources: dict[str, Any] = Field(default_factory=dict)
 
     log_level: str = "INFO"
     # Task events feed Flower; they cost a plain no-op task ~44% of its throughput under
@@ -93,6 +102,20 @@ class Settings(BaseSettings):
                 "ALCHEMISER_VISIBILITY_TIMEOUT_S."
             )
         return self
+
+    @model_validator(mode="after")
+    def _resources_valid(self) -> Self:
+        try:
+            resources_from_mapping(self.resources, defaults_for(self.trading_broker))
+        except ConfigurationError as bad:
+            raise ValueError(str(bad)) from None
+        return self
+
+    @property
+    def resource_configs(self) -> dict[str, ResourceConfig]:
+        """Every guarded resource: the broker's defaults with the config file's tables over
+        them."""
+        return resources_from_mapping(self.resources, defaults_for(self.trading_broker))
 
     @property
     def effective_broker_url(self) -> str:
@@ -136,7 +159,9 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     }
     flat: dict[str, Any] = {}
     for key, value in table.items():
-        if isinstance(value, dict):
+        if key == "resources" and not prefix:
+            flat[key] = value  # kept whole: resource names contain dots
+        elif isinstance(value, dict):
             section = aliases.get(key, key)
             flat.update(_flatten(value, f"{section}_" if section else ""))
         else:

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -41,6 +41,8 @@ from tests.fakes.alpaca_exchange import error_body as _error_body
 __all__ = ["ANY_ROUTE", "ROUTES", "FakeAlpacaAPI", "Fault", "RequestRecord"]
 
 ANY_ROUTE = "*"
+# Request headers kept in the log: the admission time the guard's scenarios send.
+LOGGED_HEADERS = frozenset({"x-admitted-at-us"})
 DEFAULT_API_KEY = "fake-key-id"
 DEFAULT_SECRET_KEY = "fake-secret-key"
 
@@ -61,6 +63,8 @@ class RequestRecord:
     path: str
     route: str | None
     status: int | None
+    # The request headers named in LOGGED_HEADERS (lower-case), e.g. when a call was admitted.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +311,11 @@ class FakeAlpacaAPI:
                     split.path,
                     route.name if route else None,
                     None,
+                    {
+                        k.lower(): v
+                        for k, v in handler.headers.items()
+                        if k.lower() in LOGGED_HEADERS
+                    },
                 )
             )
         # Read the body before anything else, so the connection stays in step for keep-alive.

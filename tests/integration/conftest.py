@@ -6,6 +6,7 @@ messages and leave nothing behind.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,19 @@ from worker.app import create_app
 from worker.runtime import build_runtime
 from worker.settings import Settings
 
+# The spine's tests inject failure rates that would trip the default breakers and drain the
+# retry budget, hiding the retry policy under test; they run with both off. Tests of the guard
+# pass their own ALCHEMISER_RESOURCES.
+SPINE_RESOURCES = json.dumps(
+    {
+        "broker.orders": {"breaker": False, "retry_budget": False},
+        "broker.data": {"breaker": False, "retry_budget": False},
+    }
+)
+
+# Settings the environment gives as JSON (pydantic-settings parses them; init kwargs are not).
+JSON_SETTINGS = frozenset({"ALCHEMISER_RESOURCES"})
+
 
 @pytest.fixture
 def deployment_factory(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
@@ -29,12 +43,17 @@ def deployment_factory(redis_url: str, tmp_path: Path) -> Iterator[Callable[...,
             "ALCHEMISER_REDIS_URL": redis_url,
             "ALCHEMISER_NAMESPACE": namespace,
             "ALCHEMISER_LOG_LEVEL": "INFO",
+            "ALCHEMISER_RESOURCES": SPINE_RESOURCES,
             **overrides,
         }
         settings = Settings(
             redis_url=redis_url,
             namespace=namespace,
-            **{k.removeprefix("ALCHEMISER_").lower(): v for k, v in overrides.items()},
+            **{
+                k.removeprefix("ALCHEMISER_").lower(): json.loads(v) if k in JSON_SETTINGS else v
+                for k, v in env.items()
+                if k not in ("ALCHEMISER_REDIS_URL", "ALCHEMISER_NAMESPACE")
+            },
         )
         log_dir = tmp_path / namespace
         log_dir.mkdir()

@@ -10,7 +10,13 @@ import pytest
 from resilience.errors import ConfigurationError
 from worker.settings import CONFIG_ENV, Settings, load_settings
 
-OUTSIDE_VARIABLES = ("SENTRY_DSN", "ALPACA_API_KEY", "ALPACA_SECRET_KEY", "ALPACA_BASE_URL")
+OUTSIDE_VARIABLES = (
+    "SENTRY_DSN",
+    "ALPACA_API_KEY",
+    "ALPACA_SECRET_KEY",
+    "ALPACA_BASE_URL",
+    "ALPACA_DATA_URL",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -229,3 +235,22 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(Exception, match="frozen"):
         settings.namespace = "other"
+
+
+def test_alpaca_endpoint_and_timeout_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Market-data URL and timeout: defaults, ``[alpaca]`` in the file, then the environment."""
+    defaults = load_settings()
+    assert (defaults.alpaca_data_url, defaults.alpaca_timeout_s) == (
+        "https://data.alpaca.markets",
+        10.0,
+    )
+    write_config(tmp_path, monkeypatch, "[alpaca]\ntimeout_s = 3\n")
+    assert load_settings().alpaca_timeout_s == 3.0
+    monkeypatch.setenv("ALPACA_DATA_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("ALCHEMISER_ALPACA_TIMEOUT_S", "2.5")
+    settings = load_settings()
+    assert (settings.alpaca_data_url, settings.alpaca_timeout_s) == ("http://127.0.0.1:9/", 2.5)
+    monkeypatch.setenv("ALCHEMISER_ALPACA_TIMEOUT_S", "0")
+    assert "alpaca_timeout_s" in configuration_error()
