@@ -6,11 +6,12 @@ exception and its traceback, retry notices) by a filter on the handlers Celery i
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import traceback
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -46,6 +47,18 @@ def scrub_handlers(logger: logging.Logger, scrubber: Scrubber) -> None:
             handler.addFilter(ScrubbingFilter(scrubber))
 
 
+class _CurrentStderr(io.TextIOBase):
+    """Whatever ``sys.stderr`` is at write time: loggers are cached, while test runners and
+    CLI harnesses swap the stream (a logger bound to a swapped-out stream writes to a closed
+    file)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(scrubber: Scrubber, level: str = "INFO") -> None:
     """JSON lines on stderr: timestamp, level, event and the bound fields, scrubbed."""
 
@@ -65,7 +78,7 @@ def configure_logging(scrubber: Scrubber, level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast("TextIO", _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
     scrub_handlers(logging.getLogger(), scrubber)

@@ -31,6 +31,7 @@ from resilience.chaos import ChaosStore
 from resilience.connection import connect
 from resilience.deadletter import DeadLetterStore
 from resilience.errors import ConfigurationError, ValidationError
+from resilience.guard_status import GuardStatus
 from resilience.keys import KeySpace
 from tasks.runtime import TradingRuntime
 from worker.settings import Settings, load_settings
@@ -107,6 +108,11 @@ class Services:
     def chaos(self) -> ChaosStore:
         """The fault-injection rules."""
         return ChaosStore(self.redis, self.keys)
+
+    @cached_property
+    def guard_status(self) -> GuardStatus:
+        """Breakers and limits of the configured resources."""
+        return GuardStatus(self.redis, self.keys, self.settings.resource_configs)
 
     @cached_property
     def runtime(self) -> TradingRuntime:

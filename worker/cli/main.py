@@ -6,13 +6,14 @@ from typing import Annotated
 
 import typer
 
-from worker.cli import chaos, dlq, orders, paper
+from worker.cli import breaker, chaos, dlq, limits, orders, paper
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="alchemiser",
-    help="Operate Alchemiser: publish orders, inspect dead letters, inject faults.",
+    help="Operate Alchemiser: publish orders, inspect dead letters, inject faults, watch and "
+    "override breakers and limits.",
     no_args_is_help=True,
     # Locals may hold URLs with passwords; an unexpected traceback must not print them.
     pretty_exceptions_show_locals=False,
@@ -21,6 +22,8 @@ app.add_typer(orders.app, name="order")
 app.add_typer(paper.app, name="paper")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(chaos.app, name="chaos")
+app.add_typer(breaker.app, name="breaker")
+app.add_typer(limits.app, name="limits")
 
 
 @app.command("demo")

@@ -1,0 +1,45 @@
+"""``alchemiser limits``: rate limits, concurrency limits and retry budgets, with their usage."""
+
+from __future__ import annotations
+
+import typer
+
+from resilience.guard_status import LimitStatus
+from worker.cli.context import JsonOption, print_json, print_table, services
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Rate limits, concurrency limits and retry budgets of guarded resources.",
+    no_args_is_help=True,
+)
+
+OFF = "-"
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Every resource's limits with their current usage (fleet-wide)."""
+    with services(ctx) as svc:
+        statuses = svc.guard_status.limits()
+    if as_json:
+        print_json([status.to_dict() for status in statuses])
+        return
+    print_table(
+        "Limits",
+        ["name", "rate limit", "remaining", "next allowed in", "concurrency", "retry budget"],
+        (_row(s) for s in statuses),
+        empty="no limits configured",
+    )
+
+
+def _row(status: LimitStatus) -> list[str]:
+    rate, concurrency, budget = status.rate_limit, status.concurrency, status.retry_budget
+    return [
+        status.name,
+        f"{rate.rate:g} per {rate.period_s:g} s, burst {rate.burst}" if rate else OFF,
+        str(rate.remaining) if rate else OFF,
+        f"{rate.next_allowed_in_s:.3f} s" if rate else OFF,
+        f"{concurrency.in_use} of {concurrency.limit} in use" if concurrency else OFF,
+        f"{budget.tokens:.1f} of {budget.capacity:g} tokens" if budget else OFF,
+    ]
