@@ -37,6 +37,13 @@ local function record_probe(k, c, b, o)
   end
   if o.outcome == 'fail' then b.probe_failed = b.probe_failed + 1 else b.probe_ok = b.probe_ok + 1 end
   if c.slow_call_us > 0 and o.duration_us >= c.slow_call_us then b.probe_slow = b.probe_slow + 1 end
+  -- Resilience4j's rule: the verdict waits for every permitted probe, so each half-open
+  -- period lets exactly `permits` calls reach the API.
+  if b.probe_ok + b.probe_failed < c.permits then
+    redis.call('HSET', k.breaker, 'probe_ok', b.probe_ok, 'probe_failed', b.probe_failed,
+      'probe_slow', b.probe_slow)
+    return ''
+  end
   local failure_rate = b.probe_failed * 100 / c.permits
   local slow_rate = b.probe_slow * 100 / c.permits
   if failure_rate >= c.failure_threshold then
@@ -45,13 +52,8 @@ local function record_probe(k, c, b, o)
   if c.slow_threshold > 0 and slow_rate >= c.slow_threshold then
     return breaker_open(k, b, c, now, spread, 'half-open probes slow', slow_rate)
   end
-  if b.probe_ok + b.probe_failed >= c.permits then
-    b.opens = 0
-    return breaker_transition(k, b, CLOSED, now, 0, 'half-open probes succeeded', failure_rate)
-  end
-  redis.call('HSET', k.breaker, 'probe_ok', b.probe_ok, 'probe_failed', b.probe_failed,
-    'probe_slow', b.probe_slow)
-  return ''
+  b.opens = 0
+  return breaker_transition(k, b, CLOSED, now, 0, 'half-open probes succeeded', failure_rate)
 end
 
 local function record_call(k, c, b, o)

@@ -411,16 +411,19 @@ def test_probes_all_ok_close_the_breaker(
 def test_probe_failures_reaching_threshold_open_it_again(
     client: redis.Redis, keys: KeySpace, clock: ManualClock
 ) -> None:
-    """2 failed probes of 3 (66% >= 50%) reopen it in a new generation; the last probe's
-    late OK changes nothing."""
+    """2 failed probes of 3 (66% >= 50%) reopen it in a new generation once every permitted
+    probe has answered (so each half-open period lets exactly 3 calls through); a stale
+    result afterwards changes nothing."""
     guard, probes = _half_open(client, keys, clock)
     half_open_gen = probes[0].permits[0].generation
-    assert guard.record(probes[0], Outcome.FAILED).transitions == ()  # 33%
-    assert guard.record(probes[1], Outcome.FAILED).transitions == (("api", "half_open>open"),)
+    assert guard.record(probes[0], Outcome.FAILED).transitions == ()
+    assert guard.record(probes[1], Outcome.FAILED).transitions == ()
+    assert breaker_hash(client, keys)["state"] == "half_open"
+    assert guard.record(probes[2], Outcome.OK).transitions == (("api", "half_open>open"),)
     fields = breaker_hash(client, keys)
     assert (fields["state"], int(fields["gen"])) == ("open", half_open_gen + 1)
     assert int(fields["open_until"]) == now_us(clock) + 30 * US
-    assert guard.record(probes[2], Outcome.OK).transitions == ()
+    assert guard.record(probes[2], Outcome.FAILED).transitions == ()
     assert breaker_hash(client, keys) == fields
     assert guard.admit(["api"]).reason == "breaker open"
 

@@ -1,0 +1,181 @@
+"""The fleet guard on real worker processes, measured at the API (the fake Alpaca API's log).
+
+- A shared GCRA limit holds across 4 worker processes: in every window of one period the API
+  sees no more calls admitted than rate x period + burst, at >= 95 % utilisation; Celery's own
+  ``rate_limit`` on the same fleet lets through about workers x rate.
+- A shared breaker cuts the API off for every worker while OPEN, lets exactly the permitted
+  probes through in HALF_OPEN although 22 callers race for them, reopens on failed probes and
+  closes on successful ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+from redis import Redis
+
+from bench.fleet_limits import RateRun, run_rate_scenario
+from bench.guardapp import BREAKER_RESOURCE, BREAKER_TASK, GUARD_QUEUE, build_app
+from resilience.connection import connect
+from resilience.keys import KeySpace
+from tests.fakes.alpaca_api import FakeAlpacaAPI
+from tests.integration.harness import wait_for
+from worker.fleet import WorkerProcess, start_worker, wait_until_ready
+from worker.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+RATE, PERIOD_S, BURST = 50.0, 1.0, 5
+WAIT_IN_OPEN_S, PROBES = 2.0, 3
+
+
+@pytest.fixture
+def api() -> Iterator[FakeAlpacaAPI]:
+    with FakeAlpacaAPI(enforce_rate_limit=False) as fake:
+        yield fake
+
+
+def _rate_run(kind: str, redis_url: str, api: FakeAlpacaAPI, calls: int, tmp: Path) -> RateRun:
+    api.clear_log()
+    return run_rate_scenario(
+        "alchemiser" if kind == "alchemiser" else "celery",
+        redis_url=redis_url,
+        api_url=api.url,
+        log=lambda: api.requests,
+        calls=calls,
+        workers=4,
+        rate=RATE,
+        period_s=PERIOD_S,
+        burst=BURST,
+        log_dir=tmp,
+    )
+
+
+def test_a_shared_rate_limit_holds_at_the_api_where_celerys_own_does_not(
+    redis_url: str, api: FakeAlpacaAPI, tmp_path: Path
+) -> None:
+    """4 worker processes x 500 calls limited to 50/s + 5: at most 55 admitted in any 1 s
+    window, >= 95 % of what the limit allows; Celery's rate_limit="50/s" exceeds it."""
+    ours = _rate_run("alchemiser", redis_url, api, 2000, tmp_path)
+    assert len(ours.admissions) == 2000, "every call carries its admission time"
+    assert ours.max_admitted_per_period is not None
+    assert ours.max_admitted_per_period <= ours.limit == 55
+    assert ours.utilisation >= 0.95
+    # Arrival lags admission by a varying delay (the task body, the HTTP request, a busy
+    # 2-core machine): arrivals may crowd a window by what that spread lets in, no more.
+    spread = ours.delay_spread_s
+    assert spread is not None
+    allowance = math.ceil(spread * RATE / PERIOD_S)
+    assert ours.max_per_period <= ours.limit + allowance
+
+    celery = _rate_run("celery", redis_url, api, 600, tmp_path)
+    assert celery.max_per_period > celery.limit
+
+
+def _events(client: Redis, keys: KeySpace) -> list[dict[str, str]]:
+    events_key = keys.resource(BREAKER_RESOURCE)[3]
+    return [
+        fields for _, fields in cast("list[tuple[str, dict[str, str]]]", client.xrange(events_key))
+    ]
+
+
+def _transition_at(events: list[dict[str, str]], change: str, nth: int = 1) -> float | None:
+    """Wall time (s) of the nth ``from>to`` transition, from Redis server time."""
+    seen = [int(e["at_us"]) / 1e6 for e in events if f"{e['from']}>{e['to']}" == change]
+    return seen[nth - 1] if len(seen) >= nth else None
+
+
+def test_a_shared_breaker_cuts_the_api_off_for_the_whole_fleet(
+    redis_url: str, api: FakeAlpacaAPI
+) -> None:
+    """The API fails: the breaker opens after 10 calls and no worker calls the API until
+    open_until; then exactly 3 probes reach it although 22 callers race; failed probes reopen
+    it; once the API is healthy the probes close it and the waiting tasks run."""
+    namespace = f"it-breaker-{uuid.uuid4().hex[:8]}"
+    resources = {
+        BREAKER_RESOURCE: {
+            "breaker": {
+                "window_s": 10,
+                "minimum_calls": 10,
+                "failure_rate_threshold": 50,
+                "wait_duration_in_open_s": WAIT_IN_OPEN_S,
+                "wait_jitter": 0,
+                "permitted_calls_in_half_open": PROBES,
+                "probe_lease_s": 10,
+            }
+        }
+    }
+    env = {
+        "ALCHEMISER_REDIS_URL": redis_url,
+        "ALCHEMISER_NAMESPACE": namespace,
+        "ALCHEMISER_RESOURCES": json.dumps(resources),
+        "ALCHEMISER_LOG_LEVEL": "INFO",
+    }
+    app = build_app(Settings(redis_url=redis_url, namespace=namespace, resources=resources))
+    client, keys = connect(redis_url), KeySpace(namespace)
+    log_dir = Path(tempfile.mkdtemp(prefix="it-breaker-"))
+    fleet: list[WorkerProcess] = []
+    try:
+        fleet = [
+            start_worker(env, log_dir, concurrency=20, pool="threads", queues=GUARD_QUEUE,
+                         app="bench.guardapp", name="threads20"),
+            start_worker(env, log_dir, concurrency=2, queues=GUARD_QUEUE, app="bench.guardapp",
+                         name="prefork2"),
+        ]  # fmt: skip
+        wait_until_ready(app, fleet, timeout_s=60.0)
+        api.fail_all(503)
+        tasks = 200
+        for _ in range(tasks):
+            app.send_task(BREAKER_TASK, args=(api.url,))
+
+        def transition(change: str, nth: int = 1) -> float | None:
+            return _transition_at(_events(client, keys), change, nth)
+
+        wait_for(lambda: transition("open>half_open", 2) is not None, 60, "a second half-open")
+        opened = transition("closed>open")
+        half_open = transition("open>half_open")
+        reopened = transition("half_open>open")
+        half_open_again = transition("open>half_open", 2)
+        assert opened and half_open and reopened and half_open_again
+        assert opened < half_open < reopened < half_open_again
+        assert half_open - opened >= WAIT_IN_OPEN_S
+        calls = [r.wall_s for r in api.requests]
+        failed_before_open = [t for t in calls if t <= opened]
+        assert len(failed_before_open) >= 10
+        # While OPEN, no worker calls the API (a call admitted just before the transition may
+        # still be on the wire for a moment).
+        assert [t for t in calls if opened + 0.25 <= t < half_open] == []
+        # HALF_OPEN: exactly the permitted probes, then OPEN again until the next half-open.
+        assert len([t for t in calls if half_open <= t < half_open_again]) == PROBES
+
+        api.fail_all(None)
+        wait_for(lambda: transition("half_open>closed") is not None, 60, "the breaker to close")
+        closed = transition("half_open>closed")
+        last_half_open = max(
+            int(e["at_us"]) / 1e6
+            for e in _events(client, keys)
+            if f"{e['from']}>{e['to']}" == "open>half_open"
+        )
+        assert closed is not None
+        calls = [r.wall_s for r in api.requests]
+        assert len([t for t in calls if last_half_open <= t <= closed]) == PROBES
+
+        def settled() -> bool:
+            succeeded = sum(1 for r in api.requests if r.status == 200)
+            dead = int(cast("int", client.hlen(keys.dlq_entries)))
+            return succeeded + dead == tasks
+
+        wait_for(settled, 90, "every task to succeed or be dead-lettered")
+    finally:
+        for worker in fleet:
+            worker.stop()
+        for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+            client.delete(key)
+        client.close()
