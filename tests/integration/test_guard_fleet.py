@@ -5,27 +5,30 @@
   ``rate_limit`` on the same fleet lets through about workers x rate.
 - A shared breaker cuts the API off for every worker while OPEN, lets exactly the permitted
   probes through in HALF_OPEN although 22 callers race for them, reopens on failed probes and
-  closes on successful ones.
+  closes on successful ones; a probe whose worker is SIGKILLed frees its slot when its lease
+  expires.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 import pytest
+from celery import Celery
 from redis import Redis
 
 from bench.fleet_limits import RateRun, run_rate_scenario
 from bench.guardapp import BREAKER_RESOURCE, BREAKER_TASK, GUARD_QUEUE, build_app
 from resilience.connection import connect
 from resilience.keys import KeySpace
-from tests.fakes.alpaca_api import FakeAlpacaAPI
+from tests.fakes.alpaca_api import ANY_ROUTE, FakeAlpacaAPI, Fault
 from tests.integration.harness import wait_for
 from worker.fleet import WorkerProcess, start_worker, wait_until_ready
 from worker.settings import Settings
@@ -92,90 +95,169 @@ def _transition_at(events: list[dict[str, str]], change: str, nth: int = 1) -> f
     return seen[nth - 1] if len(seen) >= nth else None
 
 
+@dataclass
+class BreakerFleet:
+    """A namespace with the guard app's breaker resource configured, and its workers."""
+
+    env: dict[str, str]
+    app: Celery
+    client: Redis
+    keys: KeySpace
+    log_dir: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def start(self, name: str, *, concurrency: int, pool: str = "prefork") -> WorkerProcess:
+        worker = start_worker(
+            self.env, self.log_dir, concurrency=concurrency, pool=pool, queues=GUARD_QUEUE,
+            app="bench.guardapp", name=name,
+        )  # fmt: skip
+        self.workers.append(worker)
+        wait_until_ready(self.app, [worker], timeout_s=60.0)
+        return worker
+
+    def submit(self, count: int, url: str) -> None:
+        for _ in range(count):
+            self.app.send_task(BREAKER_TASK, args=(url,))
+
+    def events(self) -> list[dict[str, str]]:
+        return _events(self.client, self.keys)
+
+    def transition(self, change: str, nth: int = 1) -> float | None:
+        return _transition_at(self.events(), change, nth)
+
+
+@pytest.fixture
+def breaker_fleet(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., BreakerFleet]]:
+    made: list[BreakerFleet] = []
+
+    def make(**breaker: float) -> BreakerFleet:
+        namespace = f"it-breaker-{uuid.uuid4().hex[:8]}"
+        resources = {BREAKER_RESOURCE: {"breaker": breaker}}
+        env = {
+            "ALCHEMISER_REDIS_URL": redis_url,
+            "ALCHEMISER_NAMESPACE": namespace,
+            "ALCHEMISER_RESOURCES": json.dumps(resources),
+            "ALCHEMISER_LOG_LEVEL": "INFO",
+        }
+        settings = Settings(redis_url=redis_url, namespace=namespace, resources=resources)
+        log_dir = tmp_path / namespace
+        log_dir.mkdir()
+        fleet = BreakerFleet(
+            env, build_app(settings), connect(redis_url), KeySpace(namespace), log_dir
+        )
+        made.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in made:
+        for worker in fleet.workers:
+            worker.stop()
+        for key in fleet.client.scan_iter(match=f"{fleet.keys.namespace}:*", count=1000):
+            fleet.client.delete(key)
+        fleet.client.close()
+
+
 def test_a_shared_breaker_cuts_the_api_off_for_the_whole_fleet(
-    redis_url: str, api: FakeAlpacaAPI
+    breaker_fleet: Callable[..., BreakerFleet], api: FakeAlpacaAPI
 ) -> None:
     """The API fails: the breaker opens after 10 calls and no worker calls the API until
     open_until; then exactly 3 probes reach it although 22 callers race; failed probes reopen
     it; once the API is healthy the probes close it and the waiting tasks run."""
-    namespace = f"it-breaker-{uuid.uuid4().hex[:8]}"
-    resources = {
-        BREAKER_RESOURCE: {
-            "breaker": {
-                "window_s": 10,
-                "minimum_calls": 10,
-                "failure_rate_threshold": 50,
-                "wait_duration_in_open_s": WAIT_IN_OPEN_S,
-                "wait_jitter": 0,
-                "permitted_calls_in_half_open": PROBES,
-                "probe_lease_s": 10,
-            }
-        }
-    }
-    env = {
-        "ALCHEMISER_REDIS_URL": redis_url,
-        "ALCHEMISER_NAMESPACE": namespace,
-        "ALCHEMISER_RESOURCES": json.dumps(resources),
-        "ALCHEMISER_LOG_LEVEL": "INFO",
-    }
-    app = build_app(Settings(redis_url=redis_url, namespace=namespace, resources=resources))
-    client, keys = connect(redis_url), KeySpace(namespace)
-    log_dir = Path(tempfile.mkdtemp(prefix="it-breaker-"))
-    fleet: list[WorkerProcess] = []
-    try:
-        fleet = [
-            start_worker(env, log_dir, concurrency=20, pool="threads", queues=GUARD_QUEUE,
-                         app="bench.guardapp", name="threads20"),
-            start_worker(env, log_dir, concurrency=2, queues=GUARD_QUEUE, app="bench.guardapp",
-                         name="prefork2"),
-        ]  # fmt: skip
-        wait_until_ready(app, fleet, timeout_s=60.0)
-        api.fail_all(503)
-        tasks = 200
-        for _ in range(tasks):
-            app.send_task(BREAKER_TASK, args=(api.url,))
+    fleet = breaker_fleet(
+        window_s=10,
+        minimum_calls=10,
+        failure_rate_threshold=50,
+        wait_duration_in_open_s=WAIT_IN_OPEN_S,
+        wait_jitter=0,
+        permitted_calls_in_half_open=PROBES,
+        probe_lease_s=10,
+    )
+    fleet.start("threads20", concurrency=20, pool="threads")
+    fleet.start("prefork2", concurrency=2)
+    api.fail_all(503)
+    tasks = 200
+    fleet.submit(tasks, api.url)
+    transition = fleet.transition
 
-        def transition(change: str, nth: int = 1) -> float | None:
-            return _transition_at(_events(client, keys), change, nth)
+    wait_for(lambda: transition("open>half_open", 2) is not None, 60, "a second half-open")
+    opened = transition("closed>open")
+    half_open = transition("open>half_open")
+    reopened = transition("half_open>open")
+    half_open_again = transition("open>half_open", 2)
+    assert opened and half_open and reopened and half_open_again
+    assert opened < half_open < reopened < half_open_again
+    assert half_open - opened >= WAIT_IN_OPEN_S
+    calls = [r.wall_s for r in api.requests]
+    assert len([t for t in calls if t <= opened]) >= 10
+    # While OPEN, no worker calls the API (a call admitted just before the transition may
+    # still be on the wire for a moment).
+    assert [t for t in calls if opened + 0.25 <= t < half_open] == []
+    # HALF_OPEN: exactly the permitted probes, then OPEN again until the next half-open.
+    assert len([t for t in calls if half_open <= t < half_open_again]) == PROBES
 
-        wait_for(lambda: transition("open>half_open", 2) is not None, 60, "a second half-open")
-        opened = transition("closed>open")
-        half_open = transition("open>half_open")
-        reopened = transition("half_open>open")
-        half_open_again = transition("open>half_open", 2)
-        assert opened and half_open and reopened and half_open_again
-        assert opened < half_open < reopened < half_open_again
-        assert half_open - opened >= WAIT_IN_OPEN_S
-        calls = [r.wall_s for r in api.requests]
-        failed_before_open = [t for t in calls if t <= opened]
-        assert len(failed_before_open) >= 10
-        # While OPEN, no worker calls the API (a call admitted just before the transition may
-        # still be on the wire for a moment).
-        assert [t for t in calls if opened + 0.25 <= t < half_open] == []
-        # HALF_OPEN: exactly the permitted probes, then OPEN again until the next half-open.
-        assert len([t for t in calls if half_open <= t < half_open_again]) == PROBES
+    api.fail_all(None)
+    wait_for(lambda: transition("half_open>closed") is not None, 60, "the breaker to close")
+    closed = transition("half_open>closed")
+    last_half_open = max(
+        int(e["at_us"]) / 1e6
+        for e in fleet.events()
+        if f"{e['from']}>{e['to']}" == "open>half_open"
+    )
+    assert closed is not None
+    calls = [r.wall_s for r in api.requests]
+    assert len([t for t in calls if last_half_open <= t <= closed]) == PROBES
 
-        api.fail_all(None)
-        wait_for(lambda: transition("half_open>closed") is not None, 60, "the breaker to close")
-        closed = transition("half_open>closed")
-        last_half_open = max(
-            int(e["at_us"]) / 1e6
-            for e in _events(client, keys)
-            if f"{e['from']}>{e['to']}" == "open>half_open"
-        )
-        assert closed is not None
-        calls = [r.wall_s for r in api.requests]
-        assert len([t for t in calls if last_half_open <= t <= closed]) == PROBES
+    def settled() -> bool:
+        succeeded = sum(1 for r in api.requests if r.status == 200)
+        dead = int(cast("int", fleet.client.hlen(fleet.keys.dlq_entries)))
+        return succeeded + dead == tasks
 
-        def settled() -> bool:
-            succeeded = sum(1 for r in api.requests if r.status == 200)
-            dead = int(cast("int", client.hlen(keys.dlq_entries)))
-            return succeeded + dead == tasks
+    wait_for(settled, 90, "every task to succeed or be dead-lettered")
 
-        wait_for(settled, 90, "every task to succeed or be dead-lettered")
-    finally:
-        for worker in fleet:
-            worker.stop()
-        for key in client.scan_iter(match=f"{namespace}:*", count=1000):
-            client.delete(key)
-        client.close()
+
+def test_a_probe_whose_worker_is_killed_does_not_wedge_the_breaker(
+    breaker_fleet: Callable[..., BreakerFleet], api: FakeAlpacaAPI
+) -> None:
+    """Both half-open probes hang in one worker, which is SIGKILLed: their leases expire
+    after probe_lease_s, new probes from another worker are admitted, and the breaker
+    closes without an operator."""
+    lease_s = 3.0
+    fleet = breaker_fleet(
+        window_s=10,
+        minimum_calls=5,
+        failure_rate_threshold=50,
+        wait_duration_in_open_s=1,
+        wait_jitter=0,
+        permitted_calls_in_half_open=2,
+        probe_lease_s=lease_s,
+    )
+    victim = fleet.start("victim", concurrency=4, pool="threads")
+    api.fail_all(503)
+    fleet.submit(20, api.url)
+    wait_for(lambda: fleet.transition("closed>open") is not None, 30, "the breaker to open")
+    api.fail_all(None)
+    api.inject(ANY_ROUTE, Fault.hang(60), Fault.hang(60))
+    probes_key = fleet.keys.resource(BREAKER_RESOURCE)[2]
+    wait_for(lambda: fleet.client.zcard(probes_key) == 2, 30, "two probes in flight")
+    wait_for(lambda: api.pending_faults(ANY_ROUTE) == 0, 10, "both probes hanging at the API")
+    victim.kill()
+    killed_at = time.time()
+
+    fleet.start("rescuer", concurrency=2)
+    fleet.submit(10, api.url)
+    wait_for(lambda: fleet.transition("half_open>closed") is not None, 60, "the breaker to close")
+    closed = fleet.transition("half_open>closed")
+    half_open = fleet.transition("open>half_open")
+    assert closed is not None and half_open is not None
+    # The dead probes' slots came back only when their leases expired.
+    assert closed - half_open >= lease_s
+    hung = [r for r in api.requests if half_open <= r.wall_s < killed_at]
+    assert len(hung) == 2
+    assert all(r.status is None for r in hung)
+    probes_after = [r for r in api.requests if killed_at <= r.wall_s <= closed]
+    assert [r.status for r in probes_after] == [200, 200]
+    assert [f"{e['from']}>{e['to']}" for e in fleet.events()] == [
+        "closed>open",
+        "open>half_open",
+        "half_open>closed",
+    ]
