@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple, cast
 
@@ -38,6 +38,7 @@ _AdminAction = Literal["force_open", "disable", "reset"]
 _US = 1_000_000
 # Reads queued per resource, so replies can be sliced back per resource.
 _READS_PER_RESOURCE = 3
+_LIMIT_READS_PER_RESOURCE = 4
 
 
 class _ResourceKeys(NamedTuple):
@@ -51,6 +52,7 @@ class _ResourceKeys(NamedTuple):
     rate: str
     leases: str
     budget: str
+    stats: str
 
 
 class BreakerState(enum.StrEnum):
@@ -128,6 +130,10 @@ class LimitStatus:
     rate_limit: RateUsage | None
     concurrency: ConcurrencyUsage | None
     retry_budget: BudgetUsage | None
+    # Admissions decided in Redis since the resource was first used: runs admitted, and runs
+    # refused by reason (refusals a worker answered from its local OPEN cache are not here).
+    admitted: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The row of ``limits list --json``."""
@@ -170,8 +176,10 @@ class GuardStatus:
         ]
         now_us, replies = self._snapshot(lambda pipe: self._queue_limits(pipe, configs))
         return [
-            _limit_status(config, now_us, *reads)
-            for config, reads in zip(configs, _per_resource(replies), strict=True)
+            _limit_status(config, now_us, reads)
+            for config, reads in zip(
+                configs, _per_resource(replies, _LIMIT_READS_PER_RESOURCE), strict=True
+            )
         ]
 
     def events(self, name: str, count: int = 20) -> list[dict[str, Any]]:
@@ -254,11 +262,11 @@ class GuardStatus:
             pipe.get(keys.rate)
             pipe.zrange(keys.leases, 0, -1, withscores=True)
             pipe.hmget(keys.budget, ["tokens", "at"])
+            pipe.hgetall(keys.stats)
 
 
-def _per_resource(replies: Sequence[Any]) -> list[Sequence[Any]]:
+def _per_resource(replies: Sequence[Any], step: int = _READS_PER_RESOURCE) -> list[Sequence[Any]]:
     """The replies cut back into each resource's reads."""
-    step = _READS_PER_RESOURCE
     return [replies[i : i + step] for i in range(0, len(replies), step)]
 
 
@@ -309,13 +317,9 @@ def _live_window(window: Mapping[str, str], now_s: int, window_s: int) -> tuple[
     return calls, fails, slow
 
 
-def _limit_status(
-    config: ResourceConfig,
-    now_us: int,
-    tat: str | None,
-    leases: Sequence[tuple[str, float]],
-    budget: Sequence[str | None],
-) -> LimitStatus:
+def _limit_status(config: ResourceConfig, now_us: int, reads: Sequence[Any]) -> LimitStatus:
+    """``reads``: the rate key's TAT, the leases, the budget's tokens and time, the stats."""
+    tat, leases, budget, stats = reads
     rate = concurrency = retry_budget = None
     if (r := config.rate_limit) is not None:
         # GCRA (guard_lib.lua gcra_check): units fit while TAT - now <= (burst + 1) * T.
@@ -339,7 +343,19 @@ def _limit_status(
             capacity=g.capacity,
             tokens=min(g.capacity, stored + elapsed_us * g.refill_per_s / _US),
         )
-    return LimitStatus(config.name, rate, concurrency, retry_budget)
+    refused = {
+        field_name.removeprefix("refused:"): int(count)
+        for field_name, count in sorted(stats.items())
+        if field_name.startswith("refused:")
+    }
+    return LimitStatus(
+        config.name,
+        rate,
+        concurrency,
+        retry_budget,
+        admitted=int(stats.get("admitted", 0)),
+        refused=refused,
+    )
 
 
 def _event(entry_id: str, fields: Mapping[str, str]) -> dict[str, Any]:

@@ -172,9 +172,11 @@ def test_a_name_without_a_breaker_exits_1_listing_the_breakers(
 
 
 def test_limits_list_json_shows_usage(guard: Guard) -> None:
-    """Rate remaining, leases in use and retry tokens, as the workers left them."""
+    """Rate remaining, leases in use, retry tokens and admission counts, as the workers left
+    them."""
     guard.admit([API])
     held = [guard.admit([ORDERS]) for _ in range(3)]
+    assert not guard.admit([ORDERS]).admitted  # the 4th: concurrency limit 3
     guard.record(held[0], Outcome.FAILED, retry="retry")  # returns one lease, spends 5 tokens
 
     rows = {row["name"]: row for row in as_json(run("limits", "list", "--json"))}
@@ -189,8 +191,11 @@ def test_limits_list_json_shows_usage(guard: Guard) -> None:
         },
         "concurrency": None,
         "retry_budget": None,
+        "admitted": 1,
+        "refused": {},
     }
     orders = rows[ORDERS]
+    assert (orders["admitted"], orders["refused"]) == (3, {"concurrency limit": 1})
     assert orders["rate_limit"] is None
     assert orders["concurrency"] == {"limit": 3, "in_use": 2}
     assert orders["retry_budget"]["capacity"] == 100

@@ -27,7 +27,16 @@ def list_(ctx: typer.Context, as_json: JsonOption = False) -> None:
         return
     print_table(
         "Limits",
-        ["name", "rate limit", "remaining", "next allowed in", "concurrency", "retry budget"],
+        [
+            "name",
+            "rate limit",
+            "remaining",
+            "next allowed in",
+            "concurrency",
+            "retry budget",
+            "admitted",
+            "refused",
+        ],
         (_row(s) for s in statuses),
         empty="no limits configured",
     )
@@ -42,4 +51,6 @@ def _row(status: LimitStatus) -> list[str]:
         f"{rate.next_allowed_in_s:.3f} s" if rate else OFF,
         f"{concurrency.in_use} of {concurrency.limit} in use" if concurrency else OFF,
         f"{budget.tokens:.1f} of {budget.capacity:g} tokens" if budget else OFF,
+        str(status.admitted),
+        ", ".join(f"{reason} {n}" for reason, n in status.refused.items()) or "0",
     ]
