@@ -259,14 +259,17 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             if admission.reason.startswith("breaker")
             else AdmissionRefusedError
         )
-        # Spread the deferred runs so they do not all come back at the same instant.
+        now_s = runtime.clock.now_s()
+        # Spread the deferred runs so they do not all come back at the same instant, but never
+        # so far that a run which could still meet its deadline misses it.
         wait_s = admission.retry_after_s * (1.0 + runtime.rng.uniform(0.0, ADMISSION_JITTER))
+        if deadline is not None and admission.retry_after_s <= deadline - now_s:
+            wait_s = min(wait_s, deadline - now_s)
         refused = error_class(
             f"{admission.refused_by}: {admission.reason}",
             retry_after_s=wait_s,
             details={"resource": admission.refused_by, "reason": admission.reason},
         )
-        now_s = runtime.clock.now_s()
         decision = decide(
             refused,
             state.failures + 1,
