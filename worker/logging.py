@@ -47,16 +47,19 @@ def scrub_handlers(logger: logging.Logger, scrubber: Scrubber) -> None:
             handler.addFilter(ScrubbingFilter(scrubber))
 
 
-class _CurrentStderr(io.TextIOBase):
-    """Whatever ``sys.stderr`` is at write time: loggers are cached, while test runners and
-    CLI harnesses swap the stream (a logger bound to a swapped-out stream writes to a closed
-    file)."""
+class _ProcessStderr(io.TextIOBase):
+    """The process's own stderr, looked up at write time.
+
+    Not ``sys.stderr`` as it is when logging is configured: a CLI runner swaps that stream
+    and closes it (a cached logger then fails with "I/O operation on closed file"), and a
+    Celery pool child replaces it by a proxy that would wrap every JSON line in a log prefix.
+    """
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        return (sys.__stderr__ or sys.stderr).write(text)
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        (sys.__stderr__ or sys.stderr).flush()
 
 
 def configure_logging(scrubber: Scrubber, level: str = "INFO") -> None:
@@ -78,7 +81,7 @@ def configure_logging(scrubber: Scrubber, level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=cast("TextIO", _CurrentStderr())),
+        logger_factory=structlog.PrintLoggerFactory(file=cast("TextIO", _ProcessStderr())),
         cache_logger_on_first_use=True,
     )
     scrub_handlers(logging.getLogger(), scrubber)
