@@ -1,9 +1,14 @@
 """The Celery app the throughput benchmark runs: ``celery -A bench.benchapp worker -Q bench``.
 
 It is the real application (``worker.app.create_app``: JSON, ``acks_late``, prefetch 1, the
-resilience runtime) plus two no-op tasks on a dedicated ``bench`` queue. Both bodies do the same
-single Redis ``INCR`` of a completion counter, so they cost the same and the benchmark can tell
-when a round is done; the only difference is ``base=ResilientTask``.
+resilience runtime) plus three no-op tasks on a dedicated ``bench`` queue. Every body does the
+same single Redis ``INCR`` of a completion counter, so they cost the same and the benchmark can
+tell when a round is done. ``bench.plain_noop`` is a plain Celery task, ``bench.resilient_noop``
+has ``base=ResilientTask``, and ``bench.guarded_noop`` is a ``ResilientTask`` that declares the
+resource ``bench.noop``: each run is admitted by the fleet-wide guard before its body and
+recorded after. The benchmark configures that resource (breaker, a rate limit and a concurrency
+limit, none of which ever refuses) with ``ALCHEMISER_RESOURCES`` = :data:`GUARDED_RESOURCES`;
+without it the resource is unknown and the guard lets the task through without asking Redis.
 
 The app is created on first access (as in ``worker/__init__.py``), from the environment, so the
 benchmark gives its worker a private namespace with ``ALCHEMISER_NAMESPACE``.
@@ -26,6 +31,9 @@ from worker.settings import Settings, load_settings
 
 __all__ = [
     "BENCH_QUEUE",
+    "GUARDED_RESOURCE",
+    "GUARDED_RESOURCES",
+    "GUARDED_TASK",
     "PLAIN_TASK",
     "RESILIENT_TASK",
     "BenchCounter",
@@ -37,6 +45,17 @@ __all__ = [
 BENCH_QUEUE = "bench"
 PLAIN_TASK = "bench.plain_noop"
 RESILIENT_TASK = "bench.resilient_noop"
+GUARDED_TASK = "bench.guarded_noop"
+GUARDED_RESOURCE = "bench.noop"
+# The guarded task's resource: every protection on, none refusing at a few thousand tasks/s
+# (the breaker sees only successes; GCRA admits 1 per µs plus a burst of 1000; 1000 at once).
+GUARDED_RESOURCES: dict[str, dict[str, Any]] = {
+    GUARDED_RESOURCE: {
+        "breaker": {"minimum_calls": 1000},
+        "rate_limit": {"rate": 1_000_000, "period_s": 1, "burst": 1000},
+        "concurrency": {"limit": 1000},
+    }
+}
 
 
 def done_key(namespace: str) -> str:
@@ -72,7 +91,7 @@ def build_app(
     *,
     count: Callable[[], object] | None = None,
 ) -> Celery:
-    """``create_app(settings)`` plus the ``bench`` queue and the two bench tasks.
+    """``create_app(settings)`` plus the ``bench`` queue and the three bench tasks.
 
     ``count`` is what both bodies call (default: the Redis completion counter); the in-process
     measurement passes a no-op to time Celery's tracer and ``ResilientTask`` alone.
@@ -85,6 +104,7 @@ def build_app(
         **app.conf.task_routes,
         PLAIN_TASK: {"queue": BENCH_QUEUE},
         RESILIENT_TASK: {"queue": BENCH_QUEUE},
+        GUARDED_TASK: {"queue": BENCH_QUEUE},
     }
     body: Callable[[], object] = count or BenchCounter(settings).incr
 
@@ -97,6 +117,12 @@ def build_app(
 
     @app.task(name=RESILIENT_TASK, base=ResilientTask, shared=False)
     def resilient_noop() -> None:
+        body()
+
+    # Celery makes the decorator's extra keywords class attributes of the task's class, so
+    # this sets ResilientTask.resources for this task only.
+    @app.task(name=GUARDED_TASK, base=ResilientTask, resources=(GUARDED_RESOURCE,), shared=False)
+    def guarded_noop() -> None:
         body()
 
     return app

@@ -18,6 +18,13 @@ per message, without the broker) calls each task ``TRACER_CALLS`` times with a n
 the resilient task by the plain one (an A/A run) to show the spread of ratios noise alone gives;
 ``--events on`` runs the worker with Celery task events (off by default, as in the app).
 
+``--guarded`` replaces the resilient task by ``bench.guarded_noop``: a ResilientTask whose every
+run is admitted by the fleet-wide guard (``Guard.admit``, one EVALSHA) before its body and
+recorded (``Guard.record``, one more) after, on the resource ``bench.noop`` with a breaker, a
+rate limit and a concurrency limit that never refuse (``benchapp.GUARDED_RESOURCES``, given to
+the worker as ``ALCHEMISER_RESOURCES``). The run checks that the resource's ``admitted``
+counter grew by (at least) the number of guarded tasks it ran, and reports any refusal.
+
 Prints Markdown tables; exits 1 on an error (a worker that dies, a batch that does not drain),
 never because a target is missed. Deletes every key of its namespace at the end.
 """
@@ -25,6 +32,7 @@ never because a target is missed. Deletes every key of its namespace at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import socket
@@ -36,6 +44,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +54,16 @@ from redis import Redis
 
 from bench.benchapp import (
     BENCH_QUEUE,
+    GUARDED_RESOURCE,
+    GUARDED_RESOURCES,
+    GUARDED_TASK,
     PLAIN_TASK,
     RESILIENT_TASK,
     build_app,
     done_key,
 )
 from resilience.connection import connect
+from resilience.keys import KeySpace
 from worker.fleet import WorkerProcess, start_worker, wait_until_ready
 from worker.settings import Settings, load_settings
 
@@ -64,6 +77,8 @@ BRPOP_SETTLE_S = 1.2
 BATCH_TIMEOUT_S = 60.0
 WARMUP_TASKS = 200
 TRACER_CALLS = 20_000
+# A guarded call makes two Redis round trips (~0.3 ms): fewer calls keep a batch under a second.
+TRACER_CALLS_GUARDED = 2_000
 ENQUEUE_BATCH_SIZE = 500
 SCAN_COUNT = 500
 
@@ -89,12 +104,17 @@ class BatchResult:
 
 @dataclass(frozen=True, slots=True)
 class PoolReport:
-    """Every round of one pool: (plain, resilient) per round, in the order they ran."""
+    """Every round of one pool: (plain, B) per round, in the order they ran; B is the
+    resilient task, the guarded one (``guarded``) or plain again (``aa``)."""
 
     pool: str
     concurrency: int
-    rounds: tuple[tuple[BatchResult, BatchResult, bool], ...]  # plain, resilient, plain_first
+    rounds: tuple[tuple[BatchResult, BatchResult, bool], ...]  # plain, B, plain_first
     aa: bool = False
+    guarded: bool = False
+    # Guarded runs: how many the resource admitted during this pool, and refusals by reason.
+    admitted: int = 0
+    refused: tuple[tuple[str, int], ...] = ()
 
     @property
     def ratios(self) -> list[float]:
@@ -194,17 +214,21 @@ def run_pool(
     rounds: int,
     tasks: int,
     aa: bool = False,
+    guarded: bool = False,
     events: bool = False,
 ) -> PoolReport:
     """Start a worker with ``pool``, warm it up, run the interleaved rounds, stop it.
 
-    With ``aa`` the plain task runs in both slots (the noise floor of the ratio).
+    With ``aa`` the plain task runs in both slots (the noise floor of the ratio); with
+    ``guarded`` the guarded task takes the resilient task's slot.
     """
     env = {
         "ALCHEMISER_NAMESPACE": settings.namespace,
         "ALCHEMISER_LOG_LEVEL": "WARNING",
         "ALCHEMISER_TASK_EVENTS": "true" if events else "false",
     }
+    if guarded:
+        env["ALCHEMISER_RESOURCES"] = json.dumps(GUARDED_RESOURCES)
     worker = start_worker(
         env,
         log_dir,
@@ -215,7 +239,9 @@ def run_pool(
         app="bench.benchapp",
     )
     plain = app.tasks[PLAIN_TASK]
-    resilient = plain if aa else app.tasks[RESILIENT_TASK]
+    resilient = plain if aa else app.tasks[GUARDED_TASK if guarded else RESILIENT_TASK]
+    stats_key = KeySpace(settings.namespace).resource(GUARDED_RESOURCE)[7]
+    stats_before = _admission_stats(redis, stats_key)
     keys = {
         "queue_key": f"{app.conf.broker_transport_options['global_keyprefix']}{BENCH_QUEUE}",
         "counter_key": done_key(settings.namespace),
@@ -234,7 +260,29 @@ def run_pool(
             results.append((*pair, plain_first))
     finally:
         worker.stop()
-    return PoolReport(pool, concurrency, tuple(results), aa)
+    if not guarded:
+        return PoolReport(pool, concurrency, tuple(results), aa)
+    stats = _admission_stats(redis, stats_key)
+    admitted = stats.get("admitted", 0) - stats_before.get("admitted", 0)
+    expected = WARMUP_TASKS + rounds * tasks
+    if admitted < expected:
+        raise BenchError(
+            f"{GUARDED_RESOURCE} admitted {admitted} runs of the {expected} guarded tasks the"
+            f" worker ran: the guard is not admitting every run ({stats_key}: {stats})"
+        )
+    refused = tuple(
+        (field, count - stats_before.get(field, 0))
+        for field, count in sorted(stats.items())
+        if field.startswith("refused") and count > stats_before.get(field, 0)
+    )
+    return PoolReport(
+        pool, concurrency, tuple(results), guarded=True, admitted=admitted, refused=refused
+    )
+
+
+def _admission_stats(redis: Redis, key: str) -> dict[str, int]:
+    """The guarded resource's counters: ``admitted`` and ``refused:<reason>``."""
+    return {str(f): int(v) for f, v in redis.hgetall(key).items()}
 
 
 # --- in process: Celery's tracer only ------------------------------------------------------
@@ -261,13 +309,19 @@ def _request(task_id: str, name: str) -> dict[str, Any]:
     }
 
 
-def measure_tracer(settings: Settings, *, rounds: int, calls: int) -> list[tuple[float, float]]:
-    """(plain, resilient) µs per task through ``build_tracer`` with a no-op body, per round."""
+def measure_tracer(
+    settings: Settings, *, rounds: int, calls: int, b_task: str = RESILIENT_TASK
+) -> list[tuple[float, float]]:
+    """(plain, ``b_task``) µs per task through ``build_tracer`` with a no-op body, per round.
+
+    The guarded task admits and records on the settings' Redis, so its figure includes those
+    two round trips.
+    """
     app = build_app(settings, count=_no_op)
     try:
         tracers = {
             name: build_tracer(name, app.tasks[name], app=app, eager=False, propagate=True)
-            for name in (PLAIN_TASK, RESILIENT_TASK)
+            for name in (PLAIN_TASK, b_task)
         }
 
         def batch(name: str, size: int) -> float:
@@ -284,9 +338,9 @@ def measure_tracer(settings: Settings, *, rounds: int, calls: int) -> list[tuple
         for number in range(rounds):
             if number % 2 == 0:
                 plain_us = batch(PLAIN_TASK, calls)
-                resilient_us = batch(RESILIENT_TASK, calls)
+                resilient_us = batch(b_task, calls)
             else:
-                resilient_us = batch(RESILIENT_TASK, calls)
+                resilient_us = batch(b_task, calls)
                 plain_us = batch(PLAIN_TASK, calls)
             results.append((plain_us, resilient_us))
         return results
@@ -294,12 +348,14 @@ def measure_tracer(settings: Settings, *, rounds: int, calls: int) -> list[tuple
         app.close()
 
 
-def render_tracer(results: list[tuple[float, float]], calls: int) -> str:
+def render_tracer(
+    results: list[tuple[float, float]], calls: int, *, b_name: str = "resilient"
+) -> str:
     """The Markdown table of the in-process measurement."""
     lines = [
         f"### In process: Celery's tracer, no-op body, {calls:,} calls per batch",
         "",
-        "| round | plain µs/task | resilient µs/task | added µs/task |",
+        f"| round | plain µs/task | {b_name} µs/task | added µs/task |",
         "|---:|---:|---:|---:|",
     ]
     for number, (plain_us, resilient_us) in enumerate(results, 1):
@@ -325,18 +381,25 @@ def _added_us(results: list[tuple[float, float]]) -> float:
 def machine(redis: Redis) -> str:
     """One line naming what the figures were measured on."""
     server = redis.info("server")
+    parser = "hiredis" if find_spec("hiredis") else "no hiredis"
     return (
         f"nproc {os.cpu_count()}, redis-server {server.get('redis_version')}, "
         f"Python {platform.python_version()}, celery {version('celery')}, "
-        f"kombu {version('kombu')}, redis-py {version('redis')}"
+        f"kombu {version('kombu')}, redis-py {version('redis')} ({parser})"
     )
 
 
 def render(report: PoolReport, tasks: int) -> str:
     """The Markdown table of one pool."""
-    b_name = "plain (B)" if report.aa else "resilient"
+    b_name = "plain (B)" if report.aa else "guarded" if report.guarded else "resilient"
     a_name = "plain (A)" if report.aa else "plain"
-    title = " (A/A control: plain vs plain)" if report.aa else ""
+    title = (
+        " (A/A control: plain vs plain)"
+        if report.aa
+        else " (guarded: admit + record per task)"
+        if report.guarded
+        else ""
+    )
     lines = [
         f"### `-P {report.pool} -c {report.concurrency}`, {tasks} tasks per batch{title}",
         "",
@@ -367,6 +430,15 @@ def render(report: PoolReport, tasks: int) -> str:
         summary,
         "",
     ]
+    if report.guarded:
+        refused = ", ".join(f"{f} {n}" for f, n in report.refused) or "none refused"
+        lines += [
+            f"Admission check: `{GUARDED_RESOURCE}` admitted {report.admitted:,} runs for"
+            f" {WARMUP_TASKS + len(report.rounds) * tasks:,} guarded tasks run"
+            f" ({WARMUP_TASKS} warm-up + {len(report.rounds)} x {tasks});"
+            f" {refused}.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -399,6 +471,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--aa", action="store_true", help="A/A control: plain against plain (noise floor)"
     )
     parser.add_argument(
+        "--guarded",
+        action="store_true",
+        help="compare the guarded task (admit + record per run) with plain, instead of the"
+        " resilient one",
+    )
+    parser.add_argument(
         "--events",
         choices=("on", "off"),
         default="off",
@@ -407,6 +485,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tasks < 10 or args.rounds < 1:
         parser.error("--tasks must be at least 10 and --rounds at least 1")
+    if args.aa and args.guarded:
+        parser.error("--aa and --guarded are two different runs; choose one")
     args.pools = [p.strip() for p in args.pools.split(",") if p.strip()]
     unknown = set(args.pools) - {"prefork", "solo"}
     if unknown:
@@ -419,21 +499,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     base = load_settings()
     namespace = f"bench-{uuid.uuid4().hex[:10]}"
-    settings = base.model_copy(
-        update={
-            "namespace": namespace,
-            "log_level": "WARNING",
-            "task_events": args.events == "on",
-        }
-    )
+    update: dict[str, Any] = {
+        "namespace": namespace,
+        "log_level": "WARNING",
+        "task_events": args.events == "on",
+    }
+    if args.guarded:
+        update["resources"] = {**base.resources, **GUARDED_RESOURCES}
+    settings = base.model_copy(update=update)
+    b_name = "guarded" if args.guarded else "resilient"
+    b_class = "guarded ResilientTask" if args.guarded else "ResilientTask"
+    b_subject = "the guarded ResilientTask" if args.guarded else "ResilientTask"
+    tracer_calls = TRACER_CALLS_GUARDED if args.guarded else TRACER_CALLS
     app = build_app(settings)
     redis = connect(settings.redis_url, socket_timeout_s=5.0)
     started = time.monotonic()
     try:
-        print("## Throughput: no-op ResilientTask vs plain Celery task\n")
+        print(f"## Throughput: no-op {b_class} vs plain Celery task\n")
         print(f"{machine(redis)}; task events {args.events}; namespace `{namespace}`\n")
-        tracer = measure_tracer(settings, rounds=args.rounds, calls=TRACER_CALLS)
-        print(render_tracer(tracer, TRACER_CALLS), flush=True)
+        tracer = measure_tracer(
+            settings,
+            rounds=args.rounds,
+            calls=tracer_calls,
+            b_task=GUARDED_TASK if args.guarded else RESILIENT_TASK,
+        )
+        print(render_tracer(tracer, tracer_calls, b_name=b_name), flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-") as log_dir:
             for pool in args.pools:
                 concurrency = 2 if pool == "prefork" else 1
@@ -447,12 +537,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rounds=args.rounds,
                     tasks=args.tasks,
                     aa=args.aa,
+                    guarded=args.guarded,
                     events=args.events == "on",
                 )
                 print(render(report, args.tasks), flush=True)
                 plain_us = 1e6 / statistics.median(p.rate_per_s for p, _, _ in report.rounds)
                 print(
-                    f"In process, ResilientTask adds {_added_us(tracer):+.2f} µs per task:"
+                    f"In process, {b_subject} adds {_added_us(tracer):+.2f} µs per task:"
                     f" {_added_us(tracer) / plain_us:+.2%} of the {plain_us:,.0f} µs a plain"
                     f" task takes end to end under `-P {pool}` here.\n",
                     flush=True,

@@ -1,0 +1,69 @@
+"""Smoke tests of the benchmarks in ``bench/``: they wire up and clean up (not their figures)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import redis
+
+from bench import throughput
+from bench.benchapp import (
+    GUARDED_RESOURCE,
+    GUARDED_RESOURCES,
+    GUARDED_TASK,
+    RESILIENT_TASK,
+    build_app,
+)
+from bench.guard_latency import main as guard_latency_main
+from resilience.resources import resources_from_mapping
+from resilience.task import ResilientTask
+
+
+def test_guarded_task_declares_its_resource_and_the_resilient_task_none() -> None:
+    """``bench.guarded_noop`` declares ``bench.noop``; ``bench.resilient_noop`` stays unguarded."""
+    app = build_app(count=lambda: None)
+    try:
+        guarded, resilient = app.tasks[GUARDED_TASK], app.tasks[RESILIENT_TASK]
+        assert isinstance(guarded, ResilientTask)
+        assert isinstance(resilient, ResilientTask)
+        assert guarded.resources == (GUARDED_RESOURCE,)
+        assert resilient.resources == ()
+    finally:
+        app.close()
+
+
+def test_guarded_resource_config_is_valid_and_never_refuses_at_bench_rates() -> None:
+    """The worker's ALCHEMISER_RESOURCES merges cleanly and has every protection on."""
+    config = resources_from_mapping(GUARDED_RESOURCES)[GUARDED_RESOURCE]
+    assert config.breaker is not None
+    assert config.rate_limit is not None
+    assert config.concurrency is not None
+    assert config.rate_limit.max_in(1.0) > 100_000
+    assert config.concurrency.limit >= 2
+
+
+def test_throughput_refuses_aa_with_guarded() -> None:
+    """``--aa --guarded`` is refused: they are two different runs."""
+    with pytest.raises(SystemExit):
+        throughput._parse(["--aa", "--guarded"])
+
+
+def test_guard_latency_runs_and_leaves_no_keys(
+    redis_url: str,
+    client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A tiny run prints both tables, exits 0 and deletes every key under its prefix."""
+    monkeypatch.setenv("ALCHEMISER_REDIS_URL", redis_url)
+    code = guard_latency_main(
+        ["--rounds", "2", "--iterations", "20", "--warmup", "5", "--count", "10"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "| pybreaker + CircuitRedisStorage: call |" in out
+    assert "| limits moving window: hit |" in out
+    prefix = re.search(r"prefix `(guardbench-[0-9a-f]+)`", out)
+    assert prefix is not None
+    assert list(client.scan_iter(match=f"{prefix.group(1)}:*")) == []
