@@ -27,6 +27,7 @@ import structlog
 from redis import Redis
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
+from resilience.background import BackgroundScripts
 from resilience.clock import Clock
 from resilience.keys import KeySpace
 from resilience.resources import ResourceConfig, config_argv
@@ -102,8 +103,11 @@ class Guard:
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         open_cache_s: float = 1.0,
+        background: BackgroundScripts | None = None,
     ) -> None:
         self._client = client
+        # Successful runs are recorded off the task's critical path when given.
+        self._background = background
         self._keys = keys
         # A resource with every protection off needs no round trip.
         self._resources = {
@@ -298,6 +302,11 @@ class Guard:
                     budget.success_refill if budget is not None else 0,
                 )
             )
+        if self._background is not None and outcome is Outcome.OK and not retry and not push_us:
+            self._background.submit(
+                self._record, keys, argv, lambda reply: self._transitions(names, reply)
+            )
+            return RecordResult(retry_allowed=True)
         try:
             reply = self._record(keys=keys, args=argv)
         except RedisError as unavailable:
@@ -308,10 +317,21 @@ class Guard:
                 error=str(unavailable),
             )
             return RecordResult(retry_allowed=True)
+        return RecordResult(
+            retry_allowed=int(str(reply[0])) == 1, transitions=self._transitions(names, reply)
+        )
+
+    def _transitions(
+        self, names: Sequence[str], reply: list[object]
+    ) -> tuple[tuple[str, str], ...]:
         transitions = tuple((name, str(t)) for name, t in zip(names, reply[1:], strict=True) if t)
         for name, transition in transitions:
             self._log_transition(name, transition)
-        return RecordResult(retry_allowed=int(str(reply[0])) == 1, transitions=transitions)
+        return transitions
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every outcome recorded in the background was sent (shutdown, tests)."""
+        return self._background.flush(timeout_s) if self._background is not None else True
 
     def push(self, name: str, wait_s: float) -> None:
         """A server said "not before ``wait_s`` from now": hold every worker's limiter back."""

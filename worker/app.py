@@ -73,4 +73,11 @@ def create_app(settings: Settings | None = None) -> Celery:
     # Celery builds its handlers when the worker starts; they get the filter then.
     signals.after_setup_logger.connect(scrub_celery_logger, weak=False)
     signals.after_setup_task_logger.connect(scrub_celery_logger, weak=False)
+
+    def flush_outcomes(**_: Any) -> None:
+        # Successful runs are recorded in the background: send what is queued before exit.
+        provider.flush()
+
+    signals.worker_process_shutdown.connect(flush_outcomes, weak=False)
+    signals.worker_shutdown.connect(flush_outcomes, weak=False)
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+from resilience.background import BackgroundScripts
 from resilience.chaos import ChaosStore
 from resilience.classify import default_classifier
 from resilience.clock import Clock, SystemClock
@@ -37,7 +38,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> TradingR
     client = connect(settings.redis_url, socket_timeout_s=settings.redis_socket_timeout_s)
     scrubber = Scrubber(settings.secret_values())
     classifier = default_classifier()
-    guard = Guard(client, keys, settings.resource_configs)
+    guard = Guard(client, keys, settings.resource_configs, background=BackgroundScripts(client))
     resilience = ResilienceRuntime(
         redis=client,
         keys=keys,
@@ -95,6 +96,11 @@ class RuntimeProvider:
                 if self._runtime is None:
                     self._runtime = build_runtime(self._settings)
         return self._runtime
+
+    def flush(self, timeout_s: float = 2.0) -> None:
+        """Send the outcomes still queued in the background, if this process built a runtime."""
+        if self._runtime is not None and self._runtime.resilience.guard is not None:
+            self._runtime.resilience.guard.flush(timeout_s)
 
     def resilience(self) -> ResilienceRuntime:
         """The resilience part (what ``ResilientTask`` asks for)."""
