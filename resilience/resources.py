@@ -272,10 +272,10 @@ def resources_from_mapping(
 
 
 def config_argv(resource: ResourceConfig) -> list[str | int | float]:
-    """The resource's configuration as the guard scripts read it (guard_lib.lua)."""
+    """The resource's configuration as the guard scripts read it (guard_lib.lua): its name and
+    its numbers in one space-separated argument."""
     b, r, c, g = resource.breaker, resource.rate_limit, resource.concurrency, resource.retry_budget
-    return [
-        resource.name,
+    numbers: list[int | float] = [
         *(
             (
                 1,
@@ -297,6 +297,10 @@ def config_argv(resource: ResourceConfig) -> list[str | int | float]:
         *((1, c.limit, _us(c.lease_s)) if c else (0, 0, 0)),
         *((1, g.capacity, g.refill_per_s) if g else (0, 0, 0)),
         b.wait_jitter if b else 0,
+    ]
+    return [
+        resource.name,
+        " ".join(repr(float(n)) if isinstance(n, float) else str(n) for n in numbers),
     ]
 
 

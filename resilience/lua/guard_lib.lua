@@ -7,10 +7,10 @@
 --   events (stream), rate (GCRA theoretical arrival time, integer microseconds),
 --   leases (zset of concurrency leases), budget (hash: retry budget tokens),
 --   stats (hash: admitted and refused:<reason> counters)
--- and CONFIG_FIELDS configuration values (see resilience/resources.py, config_argv).
+-- and CONFIG_FIELDS configuration arguments (see resilience/resources.py, config_argv).
 
 local KEYS_PER_RESOURCE = 8
-local CONFIG_FIELDS = 23
+local CONFIG_FIELDS = 2
 local EVENTS_MAXLEN = 1000
 
 local CLOSED, OPEN, HALF_OPEN = 'closed', 'open', 'half_open'
@@ -33,21 +33,28 @@ local function resource_keys(index)
   }
 end
 
--- Configuration of resource `index`, read from ARGV starting at `offset`.
+-- Configuration of resource `index`, read from ARGV starting at `offset`: its name, then its
+-- numbers in one space-separated string (one argument instead of 22 keeps the call cheap to
+-- send). Parsed once per call.
+local parsed_configs = {}
 local function resource_config(offset, index)
   local at = offset + (index - 1) * CONFIG_FIELDS
-  local n = function(k) return tonumber(ARGV[at + k]) end
-  return {
+  if parsed_configs[at] then return parsed_configs[at] end
+  local v = {}
+  for field in string.gmatch(ARGV[at + 1], '%S+') do table.insert(v, tonumber(field)) end
+  local c = {
     name = ARGV[at],
-    breaker_on = n(1) == 1, window_s = n(2), minimum_calls = n(3),
-    failure_threshold = n(4), slow_threshold = n(5), slow_call_us = n(6),
-    wait_us = n(7), wait_multiplier = n(8), max_wait_us = n(9),
-    permits = n(10), probe_lease_us = n(11),
-    rate_on = n(12) == 1, interval_us = n(13), burst = n(14), cost = n(15),
-    concurrency_on = n(16) == 1, concurrency_limit = n(17), lease_us = n(18),
-    budget_on = n(19) == 1, budget_capacity = n(20), budget_refill_per_s = n(21),
-    wait_jitter = n(22),
+    breaker_on = v[1] == 1, window_s = v[2], minimum_calls = v[3],
+    failure_threshold = v[4], slow_threshold = v[5], slow_call_us = v[6],
+    wait_us = v[7], wait_multiplier = v[8], max_wait_us = v[9],
+    permits = v[10], probe_lease_us = v[11],
+    rate_on = v[12] == 1, interval_us = v[13], burst = v[14], cost = v[15],
+    concurrency_on = v[16] == 1, concurrency_limit = v[17], lease_us = v[18],
+    budget_on = v[19] == 1, budget_capacity = v[20], budget_refill_per_s = v[21],
+    wait_jitter = v[22],
   }
+  parsed_configs[at] = c
+  return c
 end
 
 local function num(value, default)
