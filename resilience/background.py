@@ -24,6 +24,9 @@ __all__ = ["BackgroundScripts"]
 _log = structlog.get_logger("alchemiser.guard")
 
 MAX_BATCH = 256
+# After the first queued call, wait this long for more to share its round trip: a worker
+# running tasks back to back then sends a pipeline every few tasks instead of one per task.
+LINGER_S = 0.002
 ScriptArgs = Sequence[str | int | float]
 OnReply = Callable[[Any], object]
 
@@ -76,6 +79,7 @@ class BackgroundScripts:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._pending))
+                self._cond.wait_for(lambda: len(self._pending) >= MAX_BATCH, timeout=LINGER_S)
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 self._in_flight = len(batch)
             self._send(batch)
