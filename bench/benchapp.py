@@ -24,6 +24,7 @@ from celery import Celery
 from kombu import Queue
 from redis import Redis
 
+from bench.lazyapp import LazyApp
 from resilience.connection import connect
 from resilience.task import ResilientTask
 from worker.app import create_app
@@ -128,20 +129,6 @@ def build_app(
     return app
 
 
-_app: Celery | None = None
-_app_lock = threading.Lock()
-
-
-def get_app() -> Celery:
-    """This process's bench app, created from the environment on first use."""
-    global _app  # noqa: PLW0603 - one app per process is Celery's model; created once
-    with _app_lock:
-        if _app is None:
-            _app = build_app()
-        return _app
-
-
-def __getattr__(name: str) -> Any:
-    if name == "app":
-        return get_app()
-    raise AttributeError(f"module 'bench.benchapp' has no attribute {name!r}")
+_lazy = LazyApp(build_app, __name__)
+get_app = _lazy.get
+__getattr__ = _lazy.attribute

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
 
 import requests
 from celery import Celery
 from kombu import Queue
 
+from bench.lazyapp import LazyApp
 from resilience.task import ResilientTask
 from worker.app import create_app
 from worker.settings import Settings, load_settings
@@ -111,20 +111,6 @@ def build_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-_app: Celery | None = None
-_app_lock = threading.Lock()
-
-
-def get_app() -> Celery:
-    """This process's app, created from the environment on first use."""
-    global _app  # noqa: PLW0603 - one app per process is Celery's model; created once
-    with _app_lock:
-        if _app is None:
-            _app = build_app()
-        return _app
-
-
-def __getattr__(name: str) -> Any:
-    if name == "app":
-        return get_app()
-    raise AttributeError(f"module 'bench.guardapp' has no attribute {name!r}")
+_lazy = LazyApp(build_app, __name__)
+get_app = _lazy.get
+__getattr__ = _lazy.attribute
