@@ -91,7 +91,7 @@ class RecordResult:
 
 
 class Guard:
-    """One per process; thread-safe (its only mutable state is the OPEN cache)."""
+    """One per process; thread-safe (its mutable state: the OPEN cache, the background queue)."""
 
     def __init__(
         self,
