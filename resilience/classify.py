@@ -53,7 +53,14 @@ from resilience.http_facts import (
     safe_str,
 )
 
-__all__ = ["Classifier", "ClassifierRule", "Component", "default_classifier", "parse_retry_after"]
+__all__ = [
+    "Classifier",
+    "ClassifierRule",
+    "Component",
+    "default_classifier",
+    "is_timeout",
+    "parse_retry_after",
+]
 
 Component: TypeAlias = Literal["trading", "market_data"]
 ClassifierRule: TypeAlias = Callable[[BaseException, Component], AlchemiserError | None]
@@ -111,6 +118,19 @@ _GARBLED_NAMES = frozenset(
     {"JSONDecodeError", "InvalidJSONError", "DecodingError", "ContentDecodingError", "DecodeError"}
 )
 _TIMEOUT_SUFFIXES = ("Timeout", "TimeoutError", "TimeoutException")
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether ``exc``, or what caused it, is a timeout (builtin, socket, requests, httpx...)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # bounded: exception chains can be cyclic
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError) or type(seen).__name__.endswith(_TIMEOUT_SUFFIXES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
 
 _NETWORK_ERRNOS = frozenset(
     getattr(errno, name)

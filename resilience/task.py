@@ -26,7 +26,7 @@ from celery.exceptions import Ignore, Reject, Retry
 from redis import Redis
 from redis.exceptions import RedisError
 
-from resilience.classify import Component
+from resilience.classify import Component, is_timeout
 from resilience.clock import Clock
 from resilience.context import ErrorContext
 from resilience.deadletter import DeadLetter, DeadLetterStore, bound_value
@@ -119,18 +119,6 @@ class DeliveryState:
             history=(*self.history, record)[-HISTORY_LIMIT:],
             replay_of=self.replay_of,
         )
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    """Whether the failure was a timeout (a retry after one costs the budget more)."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # bounded: exception chains can be cyclic
-        if seen is None:
-            break
-        if isinstance(seen, TimeoutError) or type(seen).__name__.endswith("Timeout"):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _iso(now_s: float) -> str:
@@ -369,7 +357,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         )
         retry_kind: RetryKind | None = None
         if decision.action is Action.RETRY:
-            retry_kind = "timeout" if _is_timeout(exc) else "retry"
+            retry_kind = "timeout" if is_timeout(exc) else "retry"
         retry_paid = self._record(
             runtime,
             admission,

@@ -32,6 +32,7 @@ from resilience.classify import (
     Classifier,
     Component,
     default_classifier,
+    is_timeout,
     parse_retry_after,
 )
 from resilience.errors import (
@@ -887,3 +888,21 @@ def test_order_errors_are_not_retried() -> None:
     assert not classifier.classify(_alpaca(422, 0, "invalid qty")).should_retry()
     assert isinstance(classifier.classify(_alpaca(422, 0, "invalid qty")), OrderExecutionError)
     assert classifier.classify(_alpaca(503, 0, "unavailable")).should_retry()
+
+
+def test_is_timeout_sees_timeouts_of_every_client_and_their_causes() -> None:
+    """The retry budget charges timeouts more: builtin, requests and httpx ones count, also as
+    the cause of another error; other errors do not."""
+    assert is_timeout(TimeoutError())
+    assert is_timeout(requests.ReadTimeout("read"))
+    assert is_timeout(httpx.ReadTimeout("read"))
+    assert is_timeout(httpx.TimeoutException("any"))
+    try:
+        try:
+            raise requests.ConnectTimeout("connect")
+        except requests.ConnectTimeout as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as outer:
+        assert is_timeout(outer)
+    assert not is_timeout(ConnectionResetError())
+    assert not is_timeout(ValueError("x"))
