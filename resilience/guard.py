@@ -302,7 +302,7 @@ class Guard:
                     budget.success_refill if budget is not None else 0,
                 )
             )
-        if self._background is not None and outcome is Outcome.OK and not retry and not push_us:
+        if self._background is not None and self._may_record_later(names, outcome, retry, push_us):
             self._background.submit(
                 self._record, keys, argv, lambda reply: self._transitions(names, reply)
             )
@@ -319,6 +319,21 @@ class Guard:
             return RecordResult(retry_allowed=True)
         return RecordResult(
             retry_allowed=int(str(reply[0])) == 1, transitions=self._transitions(names, reply)
+        )
+
+    def _may_record_later(
+        self, names: Sequence[str], outcome: Outcome, retry: RetryKind | None, push_us: int
+    ) -> bool:
+        """Whether nobody needs this record's answer or effect before the next admission.
+
+        A concurrency lease must be back before this process asks for the next one: released
+        late, it would refuse the next run of a tight limit (limit 1: every other run).
+        """
+        return (
+            outcome is Outcome.OK
+            and not retry
+            and not push_us
+            and not any(self._resources[name].concurrency for name in names)
         )
 
     def _transitions(
