@@ -25,7 +25,13 @@ from celery import Celery
 from redis import Redis
 
 from bench.fleet_limits import RateRun, run_rate_scenario
-from bench.guardapp import BREAKER_RESOURCE, BREAKER_TASK, GUARD_QUEUE, build_app
+from bench.guardapp import (
+    ADMITTED_AT_HEADER,
+    BREAKER_RESOURCE,
+    BREAKER_TASK,
+    GUARD_QUEUE,
+    build_app,
+)
 from resilience.connection import connect
 from resilience.keys import KeySpace
 from tests.fakes.alpaca_api import ANY_ROUTE, FakeAlpacaAPI, Fault
@@ -87,6 +93,11 @@ def _events(client: Redis, keys: KeySpace) -> list[dict[str, str]]:
     return [
         fields for _, fields in cast("list[tuple[str, dict[str, str]]]", client.xrange(events_key))
     ]
+
+
+def _admission_times(api: FakeAlpacaAPI) -> list[float]:
+    """When each logged call was admitted (s, Redis time), in arrival order."""
+    return [int(r.headers[ADMITTED_AT_HEADER.lower()]) / 1e6 for r in api.requests]
 
 
 def _transition_at(events: list[dict[str, str]], change: str, nth: int = 1) -> float | None:
@@ -187,13 +198,18 @@ def test_a_shared_breaker_cuts_the_api_off_for_the_whole_fleet(
     assert opened and half_open and reopened and half_open_again
     assert opened < half_open < reopened < half_open_again
     assert half_open - opened >= WAIT_IN_OPEN_S
-    calls = [r.wall_s for r in api.requests]
-    assert len([t for t in calls if t <= opened]) >= 10
-    # While OPEN, no worker calls the API (a call admitted just before the transition may
-    # still be on the wire for a moment).
-    assert [t for t in calls if opened + 0.25 <= t < half_open] == []
+    # Each call carries its admission time (Redis time, the events' clock) to the API.
+    admitted = _admission_times(api)
+    assert len([a for a in admitted if a < opened]) >= 10
+    # While OPEN no worker is admitted, and every call the API sees then was admitted before.
+    assert [a for a in admitted if opened <= a < half_open] == []
+    assert all(
+        a < opened
+        for a, r in zip(admitted, api.requests, strict=True)
+        if opened <= r.wall_s < half_open
+    )
     # HALF_OPEN: exactly the permitted probes, then OPEN again until the next half-open.
-    assert len([t for t in calls if half_open <= t < half_open_again]) == PROBES
+    assert len([a for a in admitted if half_open <= a < half_open_again]) == PROBES
 
     api.fail_all(None)
     wait_for(lambda: transition("half_open>closed") is not None, 60, "the breaker to close")
@@ -204,8 +220,7 @@ def test_a_shared_breaker_cuts_the_api_off_for_the_whole_fleet(
         if f"{e['from']}>{e['to']}" == "open>half_open"
     )
     assert closed is not None
-    calls = [r.wall_s for r in api.requests]
-    assert len([t for t in calls if last_half_open <= t <= closed]) == PROBES
+    assert len([a for a in _admission_times(api) if last_half_open <= a < closed]) == PROBES
 
     def settled() -> bool:
         succeeded = sum(1 for r in api.requests if r.status == 200)
