@@ -46,8 +46,8 @@ class BackgroundScripts:
     def submit(
         self, script: Script, keys: list[str], args: ScriptArgs, on_reply: OnReply | None = None
     ) -> None:
-        """Send ``script(keys, args)`` soon; ``on_reply`` gets its answer, on the background
-        thread; errors are logged, not raised."""
+        """Send ``script(keys, args)`` soon; ``on_reply`` gets its answer, or the exception it
+        failed with, on the background thread; errors are logged, not raised."""
         self._ensure_thread()
         with self._cond:
             self._pending.append((script, keys, args, on_reply))
@@ -91,14 +91,18 @@ class BackgroundScripts:
         pipe = self._client.pipeline(transaction=False)
         for script, keys, args, _ in batch:
             script(keys=keys, args=args, client=pipe)
+        replies: list[Any]
         try:
             replies = pipe.execute(raise_on_error=False)
         except RedisError as unavailable:
             _log.warning("outcomes_not_recorded", count=len(batch), error=str(unavailable))
-            return
-        failed = [r for r in replies if isinstance(r, Exception)]
-        if failed:
-            _log.error("outcomes_not_recorded", count=len(failed), error=str(failed[0]))
+            replies = [unavailable] * len(batch)
+        else:
+            # Redis answered but a script failed: a defect, not an outage.
+            failed = [r for r in replies if isinstance(r, Exception)]
+            if failed:
+                _log.error("outcomes_not_recorded", count=len(failed), error=str(failed[0]))
+        # Every caller hears back, with the reply or the error, so it can let go of its state.
         for (_, _, _, on_reply), reply in zip(batch, replies, strict=True):
-            if on_reply is not None and not isinstance(reply, Exception):
+            if on_reply is not None:
                 on_reply(reply)

@@ -126,6 +126,9 @@ class Guard:
         self._resource_keys = {name: keys.resource(name) for name in self._resources}
         # resource -> (monotonic time the cached answer expires, monotonic open_until)
         self._open_cache: dict[str, tuple[float, float]] = {}
+        # Tickets whose success is queued in the background: their leases are released by
+        # this process's next admission (guard_admit.lua).
+        self._releasing: list[str] = []
         self._lock = threading.Lock()
         self._warned_unknown: set[str] = set()
         self.degraded_decisions: Counter[str] = Counter()
@@ -185,6 +188,8 @@ class Guard:
         argv: list[str | int | float] = [self._now_override(), ticket, len(names)]
         for name in names:
             argv.extend(self._argv[name])
+        with self._lock:
+            argv.extend(self._releasing)
         try:
             reply = self._admit(keys=keys, args=argv)
         except RedisError as unavailable:
@@ -302,10 +307,8 @@ class Guard:
                     budget.success_refill if budget is not None else 0,
                 )
             )
-        if self._background is not None and self._may_record_later(names, outcome, retry, push_us):
-            self._background.submit(
-                self._record, keys, argv, lambda reply: self._transitions(names, reply)
-            )
+        if self._background is not None and self._may_record_later(outcome, retry, push_us):
+            self._record_later(self._background, admission, names, keys, argv)
             return RecordResult(retry_allowed=True)
         try:
             reply = self._record(keys=keys, args=argv)
@@ -321,20 +324,35 @@ class Guard:
             retry_allowed=int(str(reply[0])) == 1, transitions=self._transitions(names, reply)
         )
 
-    def _may_record_later(
-        self, names: Sequence[str], outcome: Outcome, retry: RetryKind | None, push_us: int
-    ) -> bool:
-        """Whether nobody needs this record's answer or effect before the next admission.
+    @staticmethod
+    def _may_record_later(outcome: Outcome, retry: RetryKind | None, push_us: int) -> bool:
+        """Whether nobody waits for this record's answer (a success, no retry, no hint)."""
+        return outcome is Outcome.OK and not retry and not push_us
 
-        A concurrency lease must be back before this process asks for the next one: released
-        late, it would refuse the next run of a tight limit (limit 1: every other run).
-        """
-        return (
-            outcome is Outcome.OK
-            and not retry
-            and not push_us
-            and not any(self._resources[name].concurrency for name in names)
-        )
+    def _record_later(
+        self,
+        background: BackgroundScripts,
+        admission: Admission,
+        names: Sequence[str],
+        keys: list[str],
+        argv: list[str | int | float],
+    ) -> None:
+        # Until the record lands, this process's admissions release the run's concurrency
+        # lease themselves, so its next run does not wait on it (with a limit of 1 it would
+        # be refused every other time).
+        holds_lease = any(self._resources[name].concurrency for name in names)
+        if holds_lease:
+            with self._lock:
+                self._releasing.append(admission.ticket)
+
+        def landed(reply: object) -> None:
+            if holds_lease:
+                with self._lock:
+                    self._releasing.remove(admission.ticket)
+            if isinstance(reply, list):
+                self._transitions(names, reply)
+
+        background.submit(self._record, keys, argv, landed)
 
     def _transitions(
         self, names: Sequence[str], reply: list[object]

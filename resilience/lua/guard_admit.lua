@@ -3,13 +3,16 @@
 -- GCRA rate limiter and the concurrency limit. Nothing is taken unless every resource admits.
 --
 -- ARGV: now override (empty: Redis TIME), ticket id, resource count, then each resource's
--- configuration (guard_lib.lua). Returns {admitted, retry_after_us, refused resource index,
+-- configuration (guard_lib.lua), then the tickets whose leases this worker has released but
+-- not yet recorded (their records are on their way in a pipeline): released first, so the
+-- worker's next run never waits on its own previous one. Returns {admitted, retry_after_us, refused resource index,
 -- reason, now_us, then per resource: generation, state, probe (0/1), remaining, transition}.
 
 local now = server_now_us(ARGV[1])
 local ticket = ARGV[2]
 local count = tonumber(ARGV[3])
 local CONFIG_OFFSET = 4
+local released_from = CONFIG_OFFSET + count * CONFIG_FIELDS
 local BUSY_RETRY_US = 250000
 
 local refused_index, retry_us, reason = 0, 0, ''
@@ -56,6 +59,9 @@ for i = 1, count do
     if allowed then plan.new_tat = value else refuse(i, value, 'rate limited') end
   end
   if c.concurrency_on then
+    if #ARGV >= released_from then
+      redis.call('ZREM', k.leases, unpack(ARGV, released_from, #ARGV))
+    end
     redis.call('ZREMRANGEBYSCORE', k.leases, '-inf', now)
     if redis.call('ZCARD', k.leases) >= c.concurrency_limit then
       local first = redis.call('ZRANGE', k.leases, 0, 0, 'WITHSCORES')

@@ -110,3 +110,32 @@ def test_a_forked_child_gets_its_own_sender(
     child.join(timeout=20)
     assert child.exitcode == 0
     assert _window(client, keys)["calls"] == "2"
+
+
+def test_leases_released_by_the_next_admission_are_forgotten_once_recorded(
+    client: redis.Redis, keys: KeySpace
+) -> None:
+    """The tickets this process releases itself are dropped once their records land; the
+    other processes see the lease back then."""
+    guard = _guard(client, keys, ManualClock())
+    other = Guard(client, keys, RESOURCES, server_clock=ManualClock())
+    admission = guard.admit(["single"])
+    guard.record(admission, Outcome.OK)
+    assert guard.flush(timeout_s=5.0)
+    assert client.zcard(keys.resource("single")[5]) == 0
+    assert other.admit(["single"]).admitted
+    assert guard._releasing == []
+
+
+def test_a_record_that_cannot_be_sent_does_not_pin_its_ticket(
+    client: redis.Redis, keys: KeySpace
+) -> None:
+    """Redis unreachable for the background sender: the ticket is let go all the same (the
+    lease expires on its own)."""
+    dead = connect("redis://127.0.0.1:1/0", socket_timeout_s=0.2, connect_timeout_s=0.2, retries=0)
+    guard = Guard(
+        client, keys, RESOURCES, server_clock=ManualClock(), background=BackgroundScripts(dead)
+    )
+    guard.record(guard.admit(["single"]), Outcome.OK)
+    assert guard.flush(timeout_s=5.0)
+    assert guard._releasing == []
