@@ -26,7 +26,12 @@ def create_app(settings: Settings | None = None) -> Celery:
     """A configured Celery app; reads the environment when no settings are given."""
     settings = settings or load_settings()
     keys = KeySpace(settings.namespace)
-    app = Celery("alchemiser", broker=settings.effective_broker_url, include=list(TASK_MODULES))
+    modules = list(TASK_MODULES)
+    if settings.trading_broker == "alpaca":
+        # alpaca-py takes ~2 s to import: once in the worker's parent, before the pool forks,
+        # rather than in every child on its first order.
+        modules.append("tasks.brokers.alpaca")
+    app = Celery("alchemiser", broker=settings.effective_broker_url, include=modules)
     transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout_s}
     if settings.broker_is_redis:
         # Deployments sharing one Redis stay apart by key prefix (CONTRACT).

@@ -13,6 +13,7 @@ from resilience.errors import ConfigurationError
 from tasks.brokers.alpaca import AlpacaBroker
 from tasks.runtime import TradingRuntime
 from tests.fakes.alpaca_api import FakeAlpacaAPI, Fault
+from worker.app import create_app
 from worker.runtime import build_runtime
 from worker.settings import Settings
 
@@ -123,3 +124,11 @@ def test_a_spent_alpaca_window_holds_back_the_whole_fleets_account_limiter(
             client.delete(key)
         client.close()
         second.resilience.redis.close()
+
+
+def test_an_alpaca_worker_imports_alpaca_py_before_its_pool_forks(redis_url: str) -> None:
+    """The worker's parent imports the adapter (Celery's include), so prefork children inherit
+    it instead of each paying ~2 s on its first order; paper workers never import it."""
+    assert "tasks.brokers.alpaca" in create_app(alpaca_settings(redis_url)).conf.include
+    paper = Settings(redis_url=redis_url)
+    assert "tasks.brokers.alpaca" not in create_app(paper).conf.include
