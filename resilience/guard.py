@@ -131,7 +131,10 @@ class Guard:
         self._releasing: list[str] = []
         self._lock = threading.Lock()
         self._warned_unknown: set[str] = set()
+        # Decisions taken without Redis ("<resource>:admitted|refused"): all of this process's,
+        # and those not yet added to the resources' stats (written once Redis answers again).
         self.degraded_decisions: Counter[str] = Counter()
+        self._unreported: Counter[str] = Counter()
 
     @property
     def resources(self) -> Mapping[str, ResourceConfig]:
@@ -194,7 +197,24 @@ class Guard:
             reply = self._admit(keys=keys, args=argv)
         except RedisError as unavailable:
             return self._degraded(names, ticket, unavailable)
+        if self._unreported:
+            self._report_degraded()
         return self._admission(names, ticket, reply)
+
+    def _report_degraded(self) -> None:
+        """Add the decisions taken while Redis was away to the resources' stats (fleet-wide
+        counts for `limits list`), now that it answers."""
+        with self._lock:
+            counts, self._unreported = self._unreported, Counter()
+        pipe = self._client.pipeline(transaction=False)
+        for key, count in counts.items():
+            name, _, decision = key.rpartition(":")
+            pipe.hincrby(self._keys.resource(name)[7], f"without_redis:{decision}", count)
+        try:
+            pipe.execute()
+        except RedisError:
+            with self._lock:
+                self._unreported.update(counts)
 
     def _admission(self, names: Sequence[str], ticket: str, reply: list[object]) -> Admission:
         admitted, retry_us, refused_index, reason, at_us = (
@@ -242,6 +262,8 @@ class Guard:
         decision = "refused" if closed else "admitted"
         for name in names:
             self.degraded_decisions[f"{name}:{decision}"] += 1
+            with self._lock:
+                self._unreported[f"{name}:{decision}"] += 1
         # A script or encoding error is a defect, not an outage: same fail mode, louder.
         log = _log.warning if isinstance(error, (ConnectionError, TimeoutError)) else _log.error
         log(

@@ -134,6 +134,9 @@ class LimitStatus:
     # refused by reason (refusals a worker answered from its local OPEN cache are not here).
     admitted: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    # Decisions workers took by fail mode while Redis was unreachable (admitted / refused),
+    # added once Redis answered again.
+    without_redis: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The row of ``limits list --json``."""
@@ -355,6 +358,11 @@ def _limit_status(config: ResourceConfig, now_us: int, reads: Sequence[Any]) -> 
         retry_budget,
         admitted=int(stats.get("admitted", 0)),
         refused=refused,
+        without_redis={
+            name.removeprefix("without_redis:"): int(count)
+            for name, count in sorted(stats.items())
+            if name.startswith("without_redis:")
+        },
     )
 
 

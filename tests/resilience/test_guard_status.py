@@ -339,3 +339,25 @@ def test_a_long_window_keeps_recording_after_a_quiet_gap(
     clock.advance(3000)
     call(guard, "hour", Outcome.FAILED)
     assert reader.breaker("hour").calls == 2
+
+
+def test_decisions_taken_without_redis_are_counted_once_it_answers(
+    guard: Guard, status: GuardStatus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While Redis is unreachable each admission is decided by the fail mode and counted in
+    the process; the next admission Redis answers adds those counts to the resource's stats,
+    so `limits list` shows them fleet-wide (and counts them once)."""
+    answering = guard._admit
+
+    def unreachable(**_: object) -> object:
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(guard, "_admit", unreachable)
+    assert guard.admit([API]).degraded
+    assert guard.admit([API]).degraded
+    monkeypatch.setattr(guard, "_admit", answering)
+    assert guard.admit([API]).admitted
+    assert guard.admit([API]).admitted
+    (row,) = [s for s in status.limits() if s.name == API]
+    assert row.without_redis == {"admitted": 2}
+    assert row.admitted == 2

@@ -193,6 +193,7 @@ def test_limits_list_json_shows_usage(guard: Guard) -> None:
         "retry_budget": None,
         "admitted": 1,
         "refused": {},
+        "without_redis": {},
     }
     orders = rows[ORDERS]
     assert (orders["admitted"], orders["refused"]) == (3, {"concurrency limit": 1})

@@ -36,6 +36,7 @@ def list_(ctx: typer.Context, as_json: JsonOption = False) -> None:
             "retry budget",
             "admitted",
             "refused",
+            "without Redis",
         ],
         (_row(s) for s in statuses),
         empty="no limits configured",
@@ -53,4 +54,5 @@ def _row(status: LimitStatus) -> list[str]:
         f"{budget.tokens:.1f} of {budget.capacity:g} tokens" if budget else OFF,
         str(status.admitted),
         ", ".join(f"{reason} {n}" for reason, n in status.refused.items()) or "0",
+        ", ".join(f"{decision} {n}" for decision, n in status.without_redis.items()) or "0",
     ]
