@@ -39,6 +39,9 @@ _log = structlog.get_logger("alchemiser.guard")
 
 LIBRARY = "guard_lib"
 RetryKind = Literal["retry", "timeout"]
+# Leases this process releases itself while their records wait in the background; every
+# admission carries them. Past this many (the sender is stuck), records go synchronously.
+MAX_RELEASING = 64
 
 
 class Outcome(enum.Enum):
@@ -209,7 +212,7 @@ class Guard:
         pipe = self._client.pipeline(transaction=False)
         for key, count in counts.items():
             name, _, decision = key.rpartition(":")
-            pipe.hincrby(self._keys.resource(name)[7], f"without_redis:{decision}", count)
+            pipe.hincrby(self._resource_keys[name][7], f"without_redis:{decision}", count)
         try:
             pipe.execute()
         except RedisError:
@@ -346,10 +349,12 @@ class Guard:
             retry_allowed=int(str(reply[0])) == 1, transitions=self._transitions(names, reply)
         )
 
-    @staticmethod
-    def _may_record_later(outcome: Outcome, retry: RetryKind | None, push_us: int) -> bool:
-        """Whether nobody waits for this record's answer (a success, no retry, no hint)."""
-        return outcome is Outcome.OK and not retry and not push_us
+    def _may_record_later(self, outcome: Outcome, retry: RetryKind | None, push_us: int) -> bool:
+        """Whether nobody waits for this record's answer (a success, no retry, no hint) and
+        the background sender keeps up."""
+        with self._lock:
+            backlog = len(self._releasing)
+        return outcome is Outcome.OK and not retry and not push_us and backlog < MAX_RELEASING
 
     def _record_later(
         self,

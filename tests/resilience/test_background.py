@@ -10,7 +10,7 @@ import redis
 from resilience.background import BackgroundScripts
 from resilience.clock import ManualClock
 from resilience.connection import connect
-from resilience.guard import Guard, Outcome
+from resilience.guard import MAX_RELEASING, Guard, Outcome
 from resilience.keys import KeySpace
 from resilience.resources import BreakerConfig, ConcurrencyConfig, ResourceConfig
 
@@ -139,3 +139,18 @@ def test_a_record_that_cannot_be_sent_does_not_pin_its_ticket(
     guard.record(guard.admit(["single"]), Outcome.OK)
     assert guard.flush(timeout_s=5.0)
     assert guard._releasing == []
+
+
+def test_a_stuck_sender_makes_records_synchronous_again(
+    client: redis.Redis, keys: KeySpace
+) -> None:
+    """If the background sender stops keeping up, the tickets every admission carries stop
+    growing: past MAX_RELEASING, records are sent synchronously."""
+    stuck = BackgroundScripts(client)
+    stuck.submit = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    guard = Guard(client, keys, RESOURCES, server_clock=ManualClock(), background=stuck)
+    for _ in range(MAX_RELEASING + 10):
+        admission = guard.admit(["single"])
+        assert admission.admitted, admission.reason
+        guard.record(admission, Outcome.OK)
+    assert len(guard._releasing) == MAX_RELEASING
