@@ -39,6 +39,7 @@ import itertools
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -115,18 +116,19 @@ class Tally:
 
 class CountingConnection(Connection):
     """A redis-py connection that tallies each send: one command sent alone is one round trip,
-    and so is a whole pipeline (its commands go out packed together)."""
+    and so is a whole pipeline (its commands go out packed together). Every send, the client's
+    and the guard's own (resilience.direct_script), ends in ``send_packed_command``."""
 
-    # redis-py leaves these two untyped.
-    def send_command(self, *args: Any, **kwargs: Any) -> None:
-        Tally.add(args[:1])
-        super().send_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+    # redis-py leaves it untyped.
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        chunks = [command] if isinstance(command, (str, bytes)) else command
+        data = b"".join(c.encode() if isinstance(c, str) else bytes(c) for c in chunks)
+        Tally.add(_COMMAND_NAME.findall(data))
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
-    def pack_commands(self, commands: Iterable[Any]) -> list[bytes | memoryview]:
-        commands = list(commands)
-        Tally.add(cmd[0] for cmd in commands)
-        packed: list[bytes | memoryview] = super().pack_commands(commands)  # type: ignore[no-untyped-call]
-        return packed
+
+# The name that opens each RESP command: *<argc> CRLF $<len> CRLF <NAME> CRLF.
+_COMMAND_NAME = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n")
 
 
 def _retry() -> Retry:
@@ -152,10 +154,12 @@ def redis_client(url: str, *, decode: bool, counting: bool = False) -> Redis:
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """One kind of check: ``check()`` runs one and says whether it was admitted."""
+    """One kind of check: ``check()`` runs one and says whether it was admitted; ``finish()``
+    sends what it left for later (successes recorded late), before the keys are deleted."""
 
     name: str
     check: Callable[[], bool]
+    finish: Callable[[], object] = field(default=lambda: None)
 
 
 @dataclass(slots=True)
@@ -201,12 +205,14 @@ def build_cases(url: str, prefix: str, *, counting: bool) -> list[Case]:
     decoded = redis_client(url, decode=True, counting=counting)
     raw = redis_client(url, decode=False, counting=counting)
     guard = Guard(decoded, KeySpace(prefix), _resources())
+    # As workers run it: a success's record rides on the next admission.
+    late = Guard(decoded, KeySpace(prefix), _resources(), record_successes_late=True)
     tickets = (f"t{n}" for n in itertools.count())
 
-    def admit_record(names: tuple[str, ...]) -> Callable[[], bool]:
+    def admit_record(names: tuple[str, ...], on: Guard = guard) -> Callable[[], bool]:
         def check() -> bool:
-            admission = guard.admit(names, next(tickets))
-            guard.record(admission, Outcome.OK, duration_s=0.0)
+            admission = on.admit(names, next(tickets))
+            on.record(admission, Outcome.OK, duration_s=0.0)
             return admission.admitted
 
         return check
@@ -222,7 +228,7 @@ def build_cases(url: str, prefix: str, *, counting: bool) -> list[Case]:
     breaker = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60, state_storage=storage)
 
     def pybreaker_call() -> bool:
-        breaker.call(_noop)
+        breaker.call(lambda: None)
         return True
 
     limits_storage = RedisStorage(
@@ -239,7 +245,7 @@ def build_cases(url: str, prefix: str, *, counting: bool) -> list[Case]:
     # 4 args) and with an admit's (8 keys, 3 + 23 args: the resource's whole configuration).
     nothing = decoded.register_script("return 1")
     admit_keys = list(KeySpace(prefix).resource(BREAKER))
-    admit_args = ["", "t", 1, *config_argv(_resources()[BREAKER])]
+    admit_args = ["", "t", 1, 0, *config_argv(_resources()[BREAKER]), "", 0]
 
     def floor_small() -> bool:
         return bool(nothing(keys=[f"{prefix}:floor"], args=[1.5, 1_000_000, 1, 1]))
@@ -257,6 +263,11 @@ def build_cases(url: str, prefix: str, *, counting: bool) -> list[Case]:
         Case("limits moving window: hit", lambda: moving.hit(item, "moving")),
         Case("limits fixed window: hit", lambda: fixed.hit(item, "fixed")),
         Case("Alchemiser breaker + rate + concurrency: admit + record", admit_record((ALL_THREE,))),
+        Case(
+            "Alchemiser breaker + rate + concurrency: admit + late record (as workers run)",
+            admit_record((ALL_THREE,), late),
+            finish=late.flush,
+        ),
         Case("EVALSHA `return 1`, 1 key + 4 args (limits' payload)", floor_small),
         Case(
             f"EVALSHA `return 1`, {len(admit_keys)} keys + {len(admit_args)} args"
@@ -264,10 +275,6 @@ def build_cases(url: str, prefix: str, *, counting: bool) -> list[Case]:
             floor_admit_sized,
         ),
     ]
-
-
-def _noop() -> None:
-    return None
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -475,13 +482,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix = f"guardbench-{uuid.uuid4().hex[:10]}"
     admin = redis_client(url, decode=True)
     started = time.monotonic()
+    built: list[Case] = []
     try:
         print("## Guard latency: Alchemiser vs pybreaker and limits, per check\n")
         print(f"{machine(admin)}; GC on; prefix `{prefix}`\n", flush=True)
         counting_cases = build_cases(url, prefix, counting=True)
+        built.extend(counting_cases)
         results = {case.name: CaseResult(case.name) for case in counting_cases}
         count_round_trips(url, counting_cases, results, args.count)
         cases = build_cases(url, prefix, counting=False)
+        built.extend(cases)
         measure(cases, results, rounds=args.rounds, iterations=args.iterations, warmup=args.warmup)
         ordered = [results[case.name] for case in cases]
         _check_admitted(admin, prefix, ordered)
@@ -495,6 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {type(failed).__name__}: {failed}", file=sys.stderr)
         return 1
     finally:
+        for case in built:
+            case.finish()
         try:
             cleanup(admin, prefix)
         except Exception as failed:

@@ -5,6 +5,10 @@ limiter, concurrency limit) in one script call; after, :meth:`Guard.record` retu
 feeds the breaker and spends or refills the retry budget in one more. Decisions are taken in
 Lua on Redis server time, so the fleet shares them and host clocks do not matter.
 
+With ``record_successes_late``, a success (nobody waits for its answer) costs no round trip of
+its own: it is tallied in the process and settled by the next admission of the same resource,
+or by a background thread within a few milliseconds (:mod:`resilience.settlement`).
+
 A breaker found OPEN is remembered in this process (by monotonic time, never the wall clock)
 for at most ``open_cache_s``, so a fleet facing an open breaker does not ask Redis per task.
 When Redis cannot be asked, each resource's ``fail_mode`` decides; every such decision is
@@ -14,10 +18,12 @@ logged and counted.
 from __future__ import annotations
 
 import enum
+import os
 import random
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,11 +33,12 @@ import structlog
 from redis import Redis
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
-from resilience.background import BackgroundScripts
 from resilience.clock import Clock
+from resilience.direct_script import DirectScript, NotSentError
 from resilience.keys import KeySpace
 from resilience.resources import ResourceConfig, config_argv
-from resilience.scripts import register
+from resilience.scripts import script_source
+from resilience.settlement import Late, LateSuccesses, Settler
 
 __all__ = ["Admission", "Guard", "Outcome", "Permit", "RecordResult", "RetryKind"]
 
@@ -39,9 +46,7 @@ _log = structlog.get_logger("alchemiser.guard")
 
 LIBRARY = "guard_lib"
 RetryKind = Literal["retry", "timeout"]
-# Leases this process releases itself while their records wait in the background; every
-# admission carries them. Past this many (the sender is stuck), records go synchronously.
-MAX_RELEASING = 64
+_NOTHING_LATE = Late()
 
 
 class Outcome(enum.Enum):
@@ -86,6 +91,15 @@ class Admission:
 
 
 @dataclass(frozen=True, slots=True)
+class _Plan:
+    """What every admission of one tuple of resource names sends, worked out once."""
+
+    names: tuple[str, ...]  # the configured ones
+    keys: tuple[str, ...]
+    configs: tuple[str | int | float, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RecordResult:
     """The answer to :meth:`Guard.record`."""
 
@@ -93,8 +107,17 @@ class RecordResult:
     transitions: tuple[tuple[str, str], ...] = ()  # (resource, "from>to")
 
 
+def _as_int(value: object) -> int:
+    """An integer from a script's reply (redis-py gives Lua numbers as ``int`` already)."""
+    return value if isinstance(value, int) else int(str(value))
+
+
+def _script(client: Redis, name: str) -> DirectScript:
+    return DirectScript(client, script_source("resilience", name, library=LIBRARY))
+
+
 class Guard:
-    """One per process; thread-safe (its mutable state: the OPEN cache, the background queue)."""
+    """One per process; thread-safe (its mutable state: the OPEN cache, the late successes)."""
 
     def __init__(
         self,
@@ -106,11 +129,9 @@ class Guard:
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         open_cache_s: float = 1.0,
-        background: BackgroundScripts | None = None,
+        record_successes_late: bool = False,
     ) -> None:
         self._client = client
-        # Successful runs are recorded off the task's critical path when given.
-        self._background = background
         self._keys = keys
         # A resource with every protection off needs no round trip.
         self._resources = {
@@ -123,16 +144,22 @@ class Guard:
         self._monotonic = monotonic
         self._rng = rng or random.Random()
         self._open_cache_s = open_cache_s
-        self._admit = register(client, "resilience", "guard_admit", library=LIBRARY)
-        self._record = register(client, "resilience", "guard_record", library=LIBRARY)
+        self._admit = _script(client, "guard_admit")
+        self._record = _script(client, "guard_record")
+        self._settle = _script(client, "guard_settle")
         self._argv = {name: config_argv(r) for name, r in self._resources.items()}
         self._resource_keys = {name: keys.resource(name) for name in self._resources}
         # resource -> (monotonic time the cached answer expires, monotonic open_until)
         self._open_cache: dict[str, tuple[float, float]] = {}
-        # Tickets whose success is queued in the background: their leases are released by
-        # this process's next admission (guard_admit.lua).
-        self._releasing: list[str] = []
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+        # Successes Redis has not heard of yet, by resource (settled by the next admission of
+        # the resource or by the settler thread).
+        self._late: dict[str, LateSuccesses] = {}
+        self._settler = Settler(self._settle_due) if record_successes_late else None
         self._lock = threading.Lock()
+        # A forked child must not settle its parent's runs a second time.
+        forget = weakref.WeakMethod(self._forget_late)
+        os.register_at_fork(after_in_child=lambda: (f := forget()) and f())
         self._warned_unknown: set[str] = set()
         # Decisions taken without Redis ("<resource>:admitted|refused"): all of this process's,
         # and those not yet added to the resources' stats (written once Redis answers again).
@@ -146,6 +173,9 @@ class Guard:
 
     def configured(self, names: Sequence[str]) -> tuple[str, ...]:
         """The names among ``names`` that have a configuration (others are not guarded)."""
+        plan = self._plans.get(names) if isinstance(names, tuple) else None
+        if plan is not None:
+            return plan.names
         known = tuple(n for n in names if n in self._resources)
         for name in names:
             if (
@@ -162,7 +192,22 @@ class Guard:
             return ""
         return str(int(self._server_clock.now_s() * 1_000_000))
 
+    def _plan(self, names: Sequence[str]) -> _Plan:
+        key = tuple(names)
+        plan = self._plans.get(key)
+        if plan is None:
+            known = self.configured(key)
+            plan = _Plan(
+                names=known,
+                keys=tuple(k for name in known for k in self._resource_keys[name]),
+                configs=tuple(arg for name in known for arg in self._argv[name]),
+            )
+            self._plans[key] = plan
+        return plan
+
     def _cached_open(self, names: Sequence[str]) -> tuple[str, float] | None:
+        if not self._open_cache:
+            return None
         now = self._monotonic()
         with self._lock:
             for name in names:
@@ -176,7 +221,8 @@ class Guard:
 
     def admit(self, names: Sequence[str], ticket: str | None = None) -> Admission:
         """Ask every configured resource in ``names`` to admit one run, all or nothing."""
-        names = self.configured(names)
+        plan = self._plan(names)
+        names = plan.names
         ticket = ticket or uuid.uuid4().hex
         if not names:
             return Admission(admitted=True, ticket=ticket)
@@ -190,15 +236,24 @@ class Guard:
                 refused_by=name,
                 reason="breaker open",
             )
-        keys = [key for name in names for key in self._resource_keys[name]]
-        argv: list[str | int | float] = [self._now_override(), ticket, len(names)]
-        for name in names:
-            argv.extend(self._argv[name])
-        with self._lock:
-            argv.extend(self._releasing)
+        late = self._take_late(names)
+        argv: list[str | int | float] = [
+            self._now_override(),
+            ticket,
+            len(names),
+            self._rng.uniform(-1.0, 1.0) if any(r.counts for r in late) else 0,
+            *plan.configs,
+        ]
+        for carried in late:
+            argv.extend(carried.args())
         try:
-            reply = self._admit(keys=keys, args=argv)
+            reply = self._admit(keys=plan.keys, args=argv)
+        except NotSentError as unavailable:
+            self._give_back_late(names, late)
+            return self._degraded(names, ticket, unavailable)
         except RedisError as unavailable:
+            # The script may have run: leases can be given back twice, counts cannot.
+            self._give_back_late(names, [Late(tickets=carried.tickets) for carried in late])
             return self._degraded(names, ticket, unavailable)
         if self._unreported:
             self._report_degraded()
@@ -220,23 +275,23 @@ class Guard:
                 self._unreported.update(counts)
 
     def _admission(self, names: Sequence[str], ticket: str, reply: list[object]) -> Admission:
-        admitted, retry_us, refused_index, reason, at_us = (
-            int(str(reply[0])),
-            int(str(reply[1])),
-            int(str(reply[2])),
-            str(reply[3]),
-            int(str(reply[4])),
+        admitted, retry_us, refused_index, at_us = (
+            _as_int(reply[0]),
+            _as_int(reply[1]),
+            _as_int(reply[2]),
+            _as_int(reply[4]),
         )
+        reason = str(reply[3])
         permits: list[Permit] = []
         for i, name in enumerate(names):
             gen, state, probe, remaining, transition = reply[5 + 5 * i : 10 + 5 * i]
             permits.append(
                 Permit(
                     resource=name,
-                    generation=int(str(gen)),
+                    generation=_as_int(gen),
                     state=str(state),
-                    probe=int(str(probe)) == 1,
-                    remaining=int(str(remaining)),
+                    probe=probe == 1,
+                    remaining=_as_int(remaining),
                 )
             )
             if transition:
@@ -304,6 +359,10 @@ class Guard:
         """
         if not admission.admitted or admission.degraded or not admission.permits:
             return RecordResult(retry_allowed=True)
+        push_us = int(push_s * 1_000_000) if push_s and push_s > 0 else 0
+        if self._settler is not None and self._may_record_late(admission, outcome, retry, push_us):
+            self._record_late(self._settler, admission, duration_s)
+            return RecordResult(retry_allowed=True)
         names = admission.resources
         keys = [key for name in names for key in self._resource_keys[name]]
         argv: list[str | int | float] = [
@@ -315,7 +374,6 @@ class Guard:
         for name in names:
             argv.extend(self._argv[name])
         duration_us = int(duration_s * 1_000_000)
-        push_us = int(push_s * 1_000_000) if push_s and push_s > 0 else 0
         for permit in admission.permits:
             budget = self._resources[permit.resource].retry_budget
             cost = 0.0
@@ -332,9 +390,6 @@ class Guard:
                     budget.success_refill if budget is not None else 0,
                 )
             )
-        if self._background is not None and self._may_record_later(outcome, retry, push_us):
-            self._record_later(self._background, admission, names, keys, argv)
-            return RecordResult(retry_allowed=True)
         try:
             reply = self._record(keys=keys, args=argv)
         except RedisError as unavailable:
@@ -349,37 +404,98 @@ class Guard:
             retry_allowed=int(str(reply[0])) == 1, transitions=self._transitions(names, reply)
         )
 
-    def _may_record_later(self, outcome: Outcome, retry: RetryKind | None, push_us: int) -> bool:
-        """Whether nobody waits for this record's answer (a success, no retry, no hint) and
-        the background sender keeps up."""
+    @staticmethod
+    def _may_record_late(
+        admission: Admission, outcome: Outcome, retry: RetryKind | None, push_us: int
+    ) -> bool:
+        """Whether nobody waits for this record's answer: a success, no retry, no hint, and no
+        half-open probe (its verdict should not wait)."""
+        return (
+            outcome is Outcome.OK
+            and not retry
+            and not push_us
+            and not any(permit.probe for permit in admission.permits)
+        )
+
+    def _record_late(self, settler: Settler, admission: Admission, duration_s: float) -> None:
+        now = time.monotonic()
         with self._lock:
-            backlog = len(self._releasing)
-        return outcome is Outcome.OK and not retry and not push_us and backlog < MAX_RELEASING
+            for permit in admission.permits:
+                resource = self._resources[permit.resource]
+                breaker, budget = resource.breaker, resource.retry_budget
+                if not (breaker or budget or resource.concurrency):
+                    continue
+                tally = self._late.get(permit.resource)
+                if tally is None:
+                    tally = self._late[permit.resource] = LateSuccesses()
+                tally.add(
+                    now,
+                    permit.generation if breaker else None,
+                    slow=breaker is not None and duration_s >= breaker.slow_call_duration_s,
+                    refill=budget.success_refill if budget else 0.0,
+                    ticket=admission.ticket if resource.concurrency else None,
+                )
+        settler.poke()
 
-    def _record_later(
-        self,
-        background: BackgroundScripts,
-        admission: Admission,
-        names: Sequence[str],
-        keys: list[str],
-        argv: list[str | int | float],
-    ) -> None:
-        # Until the record lands, this process's admissions release the run's concurrency
-        # lease themselves, so its next run does not wait on it (with a limit of 1 it would
-        # be refused every other time).
-        holds_lease = any(self._resources[name].concurrency for name in names)
-        if holds_lease:
-            with self._lock:
-                self._releasing.append(admission.ticket)
+    def _take_late(self, names: Sequence[str], *, everything: bool = False) -> list[Late]:
+        """What the next round trip for ``names`` carries, one per name."""
+        if not self._late:
+            return [_NOTHING_LATE] * len(names)
+        now = time.monotonic()
+        with self._lock:
+            return [
+                tally.take(now, everything=everything)
+                if (tally := self._late.get(name)) is not None
+                else _NOTHING_LATE
+                for name in names
+            ]
 
-        def landed(reply: object) -> None:
-            if holds_lease:
-                with self._lock:
-                    self._releasing.remove(admission.ticket)
-            if isinstance(reply, list):
-                self._transitions(names, reply)
+    def _give_back_late(self, names: Sequence[str], late: Sequence[Late]) -> None:
+        """Redis did not take them: keep them for the next round trip."""
+        now = time.monotonic()
+        with self._lock:
+            for name, carried in zip(names, late, strict=True):
+                if carried.tickets or carried.counts:
+                    self._late.setdefault(name, LateSuccesses()).give_back(carried, now)
 
-        background.submit(self._record, keys, argv, landed)
+    def _forget_late(self) -> None:
+        # In a forked child: the parent's tallies are the parent's to send, and its lock may
+        # have been held by a thread that does not exist here.
+        self._lock = threading.Lock()
+        self._late = {}
+
+    def _settle_due(self, now: float) -> float | None:
+        """Settle every tally that is due (the settler thread); the seconds until the next one
+        is due, or None when nothing is left."""
+        with self._lock:
+            due_at = {name: tally.due_at() for name, tally in self._late.items()}
+        due = tuple(name for name, at in due_at.items() if at is not None and at <= now)
+        if due:
+            self._send_late(due, self._take_late(due, everything=True))
+        waiting = [at for name, at in due_at.items() if at is not None and name not in due]
+        return max(min(waiting) - now, 0.0) if waiting else None
+
+    def _send_late(self, names: Sequence[str], late: Sequence[Late]) -> bool:
+        keys = [key for name in names for key in self._resource_keys[name]]
+        argv: list[str | int | float] = [
+            self._now_override(),
+            len(names),
+            self._rng.uniform(-1.0, 1.0),
+        ]
+        for name in names:
+            argv.extend(self._argv[name])
+        for carried in late:
+            argv.extend(carried.args())
+        try:
+            reply = self._settle(keys=keys, args=argv)
+        except RedisError as unavailable:
+            # The leases expire on their own; the window misses these successes.
+            _log.warning("outcomes_not_recorded", resources=list(names), error=str(unavailable))
+            return False
+        for name, transition in zip(names, reply, strict=True):
+            if transition:
+                self._log_transition(name, str(transition))
+        return True
 
     def _transitions(
         self, names: Sequence[str], reply: list[object]
@@ -389,9 +505,12 @@ class Guard:
             self._log_transition(name, transition)
         return transitions
 
-    def flush(self, timeout_s: float = 5.0) -> bool:
-        """Wait until every outcome recorded in the background was sent (shutdown, tests)."""
-        return self._background.flush(timeout_s) if self._background is not None else True
+    def flush(self) -> bool:
+        """Settle every success recorded late, now (shutdown, tests); False if Redis did not
+        take them."""
+        with self._lock:
+            names = tuple(name for name, tally in self._late.items() if not tally.empty)
+        return self._send_late(names, self._take_late(names, everything=True)) if names else True
 
     def push(self, name: str, wait_s: float) -> None:
         """A server said "not before ``wait_s`` from now": hold every worker's limiter back."""

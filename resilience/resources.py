@@ -7,6 +7,7 @@ a section set to ``false`` turns that protection off. See docs/CONFIGURATION.md.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -273,7 +274,8 @@ def resources_from_mapping(
 
 def config_argv(resource: ResourceConfig) -> list[str | int | float]:
     """The resource's configuration as the guard scripts read it (guard_lib.lua): its name and
-    its numbers in one space-separated argument."""
+    its numbers in one JSON array (Lua's cjson decodes it several times faster than it can
+    parse the numbers one by one)."""
     b, r, c, g = resource.breaker, resource.rate_limit, resource.concurrency, resource.retry_budget
     numbers: list[int | float] = [
         *(
@@ -298,10 +300,7 @@ def config_argv(resource: ResourceConfig) -> list[str | int | float]:
         *((1, g.capacity, g.refill_per_s) if g else (0, 0, 0)),
         b.wait_jitter if b else 0,
     ]
-    return [
-        resource.name,
-        " ".join(repr(float(n)) if isinstance(n, float) else str(n) for n in numbers),
-    ]
+    return [resource.name, json.dumps(numbers, separators=(",", ":"))]
 
 
 def _us(seconds: float) -> int:

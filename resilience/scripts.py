@@ -11,7 +11,7 @@ from importlib import resources
 from redis import Redis
 from redis.commands.core import Script
 
-__all__ = ["lua_source", "register"]
+__all__ = ["lua_source", "register", "script_source"]
 
 
 @cache
@@ -20,10 +20,15 @@ def lua_source(package: str, name: str) -> str:
     return resources.files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
-def register(client: Redis, package: str, name: str, *, library: str | None = None) -> Script:
-    """A callable script bound to ``client``; ``library`` (a ``.lua`` file of the same package)
-    is prepended, since Lua scripts cannot call one another."""
+def script_source(package: str, name: str, *, library: str | None = None) -> str:
+    """The text of ``<package>/lua/<name>.lua`` with ``library`` (a ``.lua`` file of the same
+    package) prepended, since Lua scripts cannot call one another."""
     source = lua_source(package, name)
     if library is not None:
         source = f"{lua_source(package, library)}\n{source}"
-    return client.register_script(source)
+    return source
+
+
+def register(client: Redis, package: str, name: str, *, library: str | None = None) -> Script:
+    """A callable script bound to ``client`` (see :func:`script_source`)."""
+    return client.register_script(script_source(package, name, library=library))

@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     signals.after_setup_task_logger.connect(scrub_celery_logger, weak=False)
 
     def flush_outcomes(**_: Any) -> None:
-        # Successful runs are recorded in the background: send what is queued before exit.
+        # Successful runs are recorded late: settle what is still tallied before exit.
         provider.flush()
 
     signals.worker_process_shutdown.connect(flush_outcomes, weak=False)

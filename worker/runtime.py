@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 
-from resilience.background import BackgroundScripts
 from resilience.chaos import ChaosStore
 from resilience.classify import default_classifier
 from resilience.clock import Clock, SystemClock
@@ -38,7 +37,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> TradingR
     client = connect(settings.redis_url, socket_timeout_s=settings.redis_socket_timeout_s)
     scrubber = Scrubber(settings.secret_values())
     classifier = default_classifier()
-    guard = Guard(client, keys, settings.resource_configs, background=BackgroundScripts(client))
+    guard = Guard(client, keys, settings.resource_configs, record_successes_late=True)
     resilience = ResilienceRuntime(
         redis=client,
         keys=keys,
@@ -97,10 +96,10 @@ class RuntimeProvider:
                     self._runtime = build_runtime(self._settings)
         return self._runtime
 
-    def flush(self, timeout_s: float = 2.0) -> None:
-        """Send the outcomes still queued in the background, if this process built a runtime."""
+    def flush(self) -> None:
+        """Settle the successes still recorded late, if this process built a runtime."""
         if self._runtime is not None and self._runtime.resilience.guard is not None:
-            self._runtime.resilience.guard.flush(timeout_s)
+            self._runtime.resilience.guard.flush()
 
     def resilience(self) -> ResilienceRuntime:
         """The resilience part (what ``ResilientTask`` asks for)."""

@@ -2,17 +2,21 @@
 -- breaker (OPEN -> HALF_OPEN once its wait is over; fleet-wide probe leases in HALF_OPEN), the
 -- GCRA rate limiter and the concurrency limit. Nothing is taken unless every resource admits.
 --
--- ARGV: now override (empty: Redis TIME), ticket id, resource count, then each resource's
--- configuration (guard_lib.lua), then the tickets whose leases this worker has released but
--- not yet recorded (their records are on their way in a pipeline): released first, so the
--- worker's next run never waits on its own previous one. Returns {admitted, retry_after_us, refused resource index,
--- reason, now_us, then per resource: generation, state, probe (0/1), remaining, transition}.
+-- Each resource first settles the successes this worker recorded late (guard_lib.lua,
+-- settle): their leases come back before the limit is checked, so the worker's next run never
+-- waits on its own previous one, and the window counts them before the breaker is asked.
+--
+-- ARGV: now override (empty: Redis TIME), ticket id, resource count, open-wait spread (uniform
+-- in [-1, 1]), each resource's configuration, then each resource's late successes (guard_lib.lua,
+-- late_args). Returns {admitted, retry_after_us, refused resource index, reason,
+-- now_us, then per resource: generation, state, probe (0/1), remaining, transition}.
 
 local now = server_now_us(ARGV[1])
 local ticket = ARGV[2]
 local count = tonumber(ARGV[3])
-local CONFIG_OFFSET = 4
-local released_from = CONFIG_OFFSET + count * CONFIG_FIELDS
+local spread = tonumber(ARGV[4])
+local CONFIG_OFFSET = 5
+local late_offset = CONFIG_OFFSET + count * CONFIG_FIELDS
 local BUSY_RETRY_US = 250000
 
 local refused_index, retry_us, reason = 0, 0, ''
@@ -30,8 +34,12 @@ for i = 1, count do
   local c = resource_config(CONFIG_OFFSET, i)
   local plan = { k = k, c = c, probe = 0, new_tat = nil, remaining = -1 }
   local gen, state, transition = 0, '', ''
-  if c.breaker_on then
-    local b = breaker_read(k.breaker)
+  local b = nil
+  if c.breaker_on then b = breaker_read(k.breaker) end
+  local counts, tickets
+  counts, tickets, late_offset = late_args(late_offset)
+  transition = settle(k, c, b, counts, tickets, now, spread)
+  if b ~= nil then
     if b.state == OPEN and now >= b.open_until then
       transition = breaker_transition(k, b, HALF_OPEN, now, 0, 'wait in open elapsed', nil)
     end
@@ -59,19 +67,20 @@ for i = 1, count do
     if allowed then plan.new_tat = value else refuse(i, value, 'rate limited') end
   end
   if c.concurrency_on then
-    if #ARGV >= released_from then
-      redis.call('ZREM', k.leases, unpack(ARGV, released_from, #ARGV))
+    local held = redis.call('ZCARD', k.leases)
+    if held >= c.concurrency_limit then
+      -- Leases of crashed workers are reclaimed only when they would refuse someone.
+      held = held - redis.call('ZREMRANGEBYSCORE', k.leases, '-inf', now)
     end
-    redis.call('ZREMRANGEBYSCORE', k.leases, '-inf', now)
-    if redis.call('ZCARD', k.leases) >= c.concurrency_limit then
+    if held >= c.concurrency_limit then
       local first = redis.call('ZRANGE', k.leases, 0, 0, 'WITHSCORES')
       refuse(i, math.min(tonumber(first[2]) - now, BUSY_RETRY_US), 'concurrency limit')
     end
   end
   plans[i] = plan
-  for _, v in ipairs({ gen, state, plan.probe, plan.remaining, transition }) do
-    table.insert(reply_tail, v)
-  end
+  local n = #reply_tail
+  reply_tail[n + 1], reply_tail[n + 2], reply_tail[n + 3] = gen, state, plan.probe
+  reply_tail[n + 4], reply_tail[n + 5] = plan.remaining, transition
 end
 
 if refused_index == 0 then

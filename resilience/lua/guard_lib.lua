@@ -34,14 +34,13 @@ local function resource_keys(index)
 end
 
 -- Configuration of resource `index`, read from ARGV starting at `offset`: its name, then its
--- numbers in one space-separated string (one argument instead of 22 keeps the call cheap to
--- send). Parsed once per call.
+-- numbers in one JSON array (one argument instead of 22 keeps the call cheap to send, and
+-- cjson decodes it faster than Lua parses the numbers). Decoded once per call.
 local parsed_configs = {}
 local function resource_config(offset, index)
   local at = offset + (index - 1) * CONFIG_FIELDS
   if parsed_configs[at] then return parsed_configs[at] end
-  local v = {}
-  for field in string.gmatch(ARGV[at + 1], '%S+') do table.insert(v, tonumber(field)) end
+  local v = cjson.decode(ARGV[at + 1])
   local c = {
     name = ARGV[at],
     breaker_on = v[1] == 1, window_s = v[2], minimum_calls = v[3],
@@ -103,15 +102,21 @@ local function breaker_open(k, b, c, now, spread, reason, rate)
 end
 
 -- Window of per-second buckets: fields c<i>, f<i>, s<i> for bucket i = second % window_s,
--- running totals calls/fails/slow, and head = the newest second recorded.
+-- running totals calls/fails/slow, and head = the newest second recorded. The key expires two
+-- windows after head last moved.
+
+-- Moves head to `sec` (if later), dropping the buckets of the seconds that left the window.
+-- Returns head and the running totals of failed and slow calls afterwards.
 local function window_advance(key, sec, window_s)
-  local head = num(redis.call('HGET', key, 'head'), -1)
+  local v = redis.call('HMGET', key, 'head', 'fails', 'slow')
+  local head, fails, slows = num(v[1], -1), num(v[2], 0), num(v[3], 0)
   if head < 0 or sec - head >= window_s then
     redis.call('DEL', key)
     redis.call('HSET', key, 'head', sec, 'calls', 0, 'fails', 0, 'slow', 0)
-    return
+    redis.call('PEXPIRE', key, window_s * 2000)
+    return sec, 0, 0
   end
-  if sec <= head then return end
+  if sec <= head then return head, fails, slows end
   -- Chunked: unpack() takes at most a few thousand values, and a gap may span 3 x 3600 fields.
   local dc, df, ds = 0, 0, 0
   local s = head + 1
@@ -137,26 +142,26 @@ local function window_advance(key, sec, window_s)
   redis.call('HINCRBY', key, 'fails', 0 - df)
   redis.call('HINCRBY', key, 'slow', 0 - ds)
   redis.call('HSET', key, 'head', sec)
+  redis.call('PEXPIRE', key, window_s * 2000)
+  return sec, fails - df, slows - ds
 end
 
-local function window_add(key, sec, window_s, failed, slow)
-  window_advance(key, sec, window_s)
-  local head = num(redis.call('HGET', key, 'head'), sec)
-  local i = math.max(head, sec) % window_s
-  redis.call('HINCRBY', key, 'c' .. i, 1)
-  local calls = redis.call('HINCRBY', key, 'calls', 1)
-  local fails = num(redis.call('HGET', key, 'fails'), 0)
-  local slows = num(redis.call('HGET', key, 'slow'), 0)
-  if failed then
-    redis.call('HINCRBY', key, 'f' .. i, 1)
-    fails = redis.call('HINCRBY', key, 'fails', 1)
+-- Adds `calls` calls, `fails` of them failed and `slows` slow, to the bucket of `sec` (or of
+-- head, if a late record's second is older); returns the window's totals.
+local function window_add(key, sec, window_s, calls, fails, slows)
+  local head, total_fails, total_slow = window_advance(key, sec, window_s)
+  local i = head % window_s
+  redis.call('HINCRBY', key, 'c' .. i, calls)
+  local total_calls = redis.call('HINCRBY', key, 'calls', calls)
+  if fails > 0 then
+    redis.call('HINCRBY', key, 'f' .. i, fails)
+    total_fails = redis.call('HINCRBY', key, 'fails', fails)
   end
-  if slow then
-    redis.call('HINCRBY', key, 's' .. i, 1)
-    slows = redis.call('HINCRBY', key, 'slow', 1)
+  if slows > 0 then
+    redis.call('HINCRBY', key, 's' .. i, slows)
+    total_slow = redis.call('HINCRBY', key, 'slow', slows)
   end
-  redis.call('PEXPIRE', key, window_s * 2000)
-  return calls, fails, slows
+  return total_calls, total_fails, total_slow
 end
 
 -- Half-open probe leases: a lease not returned by its expiry (the worker died) frees its slot.
@@ -213,4 +218,59 @@ end
 
 local function budget_store(key, tokens, now)
   redis.call('HSET', key, 'tokens', tostring(tokens), 'at', now)
+end
+
+-- Outcomes in CLOSED -------------------------------------------------------------------------
+
+-- Adds calls to the window and trips the breaker if the window crossed a threshold (only once
+-- minimum_calls were seen). Returns the transition, or ''.
+local function window_record(k, c, b, now, spread, calls, fails, slows)
+  local total, failed, slow = window_add(k.window, math.floor(now / 1000000), c.window_s,
+    calls, fails, slows)
+  if total < c.minimum_calls then return '' end
+  local failure_rate = failed * 100 / total
+  if failure_rate >= c.failure_threshold then
+    return breaker_open(k, b, c, now, spread, 'failure rate', failure_rate)
+  end
+  local slow_rate = slow * 100 / total
+  if c.slow_threshold > 0 and slow_rate >= c.slow_threshold then
+    return breaker_open(k, b, c, now, spread, 'slow call rate', slow_rate)
+  end
+  return ''
+end
+
+-- Successful runs a worker recorded late (resilience/settlement.py). After the configurations,
+-- each resource has: its counts ('' or JSON [budget refill, [[generation, calls, slow calls],
+-- ...]]), the number of its tickets, then the tickets (concurrency leases to give back).
+-- Returns the counts, the tickets and the offset of the next resource's.
+local function late_args(offset)
+  local counts, n = ARGV[offset], tonumber(ARGV[offset + 1])
+  local tickets = {}
+  for j = 1, n do tickets[j] = ARGV[offset + 1 + j] end
+  return counts, tickets, offset + 2 + n
+end
+
+-- The leases come back; the counts go to the breaker's window (only those admitted in the
+-- breaker's current generation, and only while it is CLOSED) and refill the retry budget.
+-- `b` is the breaker as read by the caller (nil when the breaker is off). Returns the breaker
+-- transition they caused, or ''.
+local function settle(k, c, b, counts, tickets, now, spread)
+  if c.concurrency_on and #tickets > 0 then
+    redis.call('ZREM', k.leases, unpack(tickets))
+  end
+  if counts == '' then return '' end
+  local late = cjson.decode(counts)
+  local transition = ''
+  if b ~= nil then
+    for _, group in ipairs(late[2]) do
+      if transition == '' and b.state == CLOSED and b.gen == group[1] then
+        transition = window_record(k, c, b, now, spread, group[2], 0, group[3])
+      end
+    end
+  end
+  if c.budget_on and late[1] > 0 then
+    local tokens = budget_tokens(k.budget, c, now)
+    budget_store(k.budget, math.min(c.budget_capacity, tokens + late[1]), now)
+  end
+  return transition
 end

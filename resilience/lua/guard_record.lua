@@ -59,18 +59,7 @@ end
 local function record_call(k, c, b, o)
   if b.state ~= CLOSED or b.gen ~= o.gen or o.outcome == 'ignore' then return '' end
   local slow = c.slow_call_us > 0 and o.duration_us >= c.slow_call_us
-  local calls, fails, slows = window_add(k.window, math.floor(now / 1000000), c.window_s,
-    o.outcome == 'fail', slow)
-  if calls < c.minimum_calls then return '' end
-  local failure_rate = fails * 100 / calls
-  if failure_rate >= c.failure_threshold then
-    return breaker_open(k, b, c, now, spread, 'failure rate', failure_rate)
-  end
-  local slow_rate = slows * 100 / calls
-  if c.slow_threshold > 0 and slow_rate >= c.slow_threshold then
-    return breaker_open(k, b, c, now, spread, 'slow call rate', slow_rate)
-  end
-  return ''
+  return window_record(k, c, b, now, spread, 1, o.outcome == 'fail' and 1 or 0, slow and 1 or 0)
 end
 
 -- Retries are paid for all-or-nothing across the resources that keep a budget.

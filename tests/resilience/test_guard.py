@@ -16,6 +16,7 @@ import redis
 
 from resilience.clock import ManualClock
 from resilience.connection import connect
+from resilience.direct_script import DirectScript
 from resilience.errors import ConfigurationError
 from resilience.guard import Admission, Guard, Outcome, RecordResult
 from resilience.keys import KeySpace
@@ -596,14 +597,14 @@ def test_open_breaker_is_cached_locally_for_open_cache_s(
     guard = make_guard(client, keys, clock, guarded(breaker=breaker()), open_cache_s=1.0)
     trip(guard)
     assert guard.admit(["api"]).retry_after_s == 30.0
-    asked: list[tuple[Any, ...]] = []
-    execute = client.execute_command
+    asked: list[bytes] = []
+    round_trip = DirectScript._round_trip
 
-    def counting(*args: Any, **options: Any) -> Any:
-        asked.append(args)
-        return execute(*args, **options)
+    def counting(connection: Any, packed: list[bytes]) -> Any:
+        asked.append(b"".join(packed).split(b"\r\n")[2])  # the command's name
+        return round_trip(connection, packed)
 
-    monkeypatch.setattr(client, "execute_command", counting)
+    monkeypatch.setattr(DirectScript, "_round_trip", staticmethod(counting))
     clock.advance(0.5)
     cached = guard.admit(["api"])
     assert (cached.admitted, cached.refused_by, cached.reason, cached.degraded) == (
@@ -617,7 +618,7 @@ def test_open_breaker_is_cached_locally_for_open_cache_s(
 
     clock.advance(0.5)
     asked_again = guard.admit(["api"])
-    assert [command[0] for command in asked] == ["EVALSHA"]
+    assert asked == [b"EVALSHA"]
     assert (asked_again.reason, asked_again.retry_after_s) == ("breaker open", 29.0)
 
 
