@@ -190,8 +190,15 @@ local function gcra_check(key, c, now)
   return true, new_tat, math.floor((limit - (new_tat - now)) / c.interval_us)
 end
 
+-- The TAT is kept until at least 1 ms past itself: Redis expires keys by a millisecond clock
+-- read when the script started, which can be up to 1 ms behind TIME, and a TAT that expired
+-- early would let the next admission start from `now` instead of it.
+local function gcra_keep_ms(tat, now)
+  return math.floor((tat - now) / 1000) + 2
+end
+
 local function gcra_commit(key, new_tat, now)
-  redis.call('SET', key, string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
+  redis.call('SET', key, string.format('%d', new_tat), 'PX', gcra_keep_ms(new_tat, now))
 end
 
 -- Moves the next allowed time to at least `until_us` for every worker (a server's 429).
@@ -199,7 +206,7 @@ local function gcra_push(key, c, now, until_us)
   local tat = math.max(num(redis.call('GET', key), now), now)
   local pushed = until_us + c.interval_us * c.burst
   if pushed > tat then
-    redis.call('SET', key, string.format('%d', pushed), 'PX', math.floor((pushed - now) / 1000) + 1)
+    redis.call('SET', key, string.format('%d', pushed), 'PX', gcra_keep_ms(pushed, now))
   end
 end
 

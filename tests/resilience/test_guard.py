@@ -29,6 +29,7 @@ from resilience.resources import (
     RetryBudgetConfig,
     resources_from_mapping,
 )
+from resilience.scripts import script_source
 
 US = 1_000_000
 BREAKER, WINDOW, PROBES, EVENTS, RATE, LEASES, BUDGET = range(7)
@@ -657,6 +658,25 @@ def test_gcra_admits_burst_plus_one_at_an_instant(
     clock.set((now_us(clock) + interval_us) / US)
     assert guard.admit(["api"]).admitted
     assert guard.admit(["api"]).retry_after_s == interval_us / US
+
+
+@pytest.mark.parametrize("tat_ahead_us", [1, 999, 1_000, 20_833, 120_000, 2_000_500])
+def test_gcra_state_outlives_its_tat_by_a_millisecond(
+    client: redis.Redis, tat_ahead_us: int
+) -> None:
+    """The TAT key is kept at least 1 ms past the TAT: Redis expires keys by a millisecond
+    clock read at the script's start, up to 1 ms behind TIME, and a TAT forgotten early lets
+    the next admission start from "now" (seen as 56 admitted in a 1 s window of a 50/s + 5
+    limit, whose bound is 55)."""
+    keep = client.register_script(
+        script_source("resilience", "guard_settle", library="guard_lib").split(
+            "\n-- Settles the successes"
+        )[0]
+        + "\nreturn gcra_keep_ms(tonumber(ARGV[1]), tonumber(ARGV[2]))"
+    )
+    now = 1_795_900_000_123_456
+    keep_ms = int(str(keep(args=[now + tat_ahead_us, now])))
+    assert keep_ms * 1000 >= tat_ahead_us + 1000
 
 
 def test_gcra_cost_takes_that_many_units(
