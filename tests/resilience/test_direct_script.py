@@ -4,9 +4,7 @@ and per process, on a real Redis (and, for a late reply, on a tiny fake server).
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +15,7 @@ from redis.exceptions import ResponseError, TimeoutError
 
 from resilience.connection import connect
 from resilience.direct_script import IDLE_CHECK_S, DirectScript
+from tests.forking import run_forked
 
 ECHO = "return {KEYS[1], ARGV[1], 7}"
 
@@ -243,16 +242,13 @@ def test_a_forked_child_uses_a_connection_of_its_own(echo: DirectScript) -> None
     parent_connection = held(echo)
     parent_id = client_id(parent_connection)
 
-    def child() -> None:
+    def child() -> int:
         reply = echo(keys=["k"], args=["child"])
         ok = reply == ["k", "child", 7] and held(echo) is not parent_connection
         ok = ok and client_id(held(echo)) != parent_id
-        sys.exit(0 if ok else 3)
+        return 0 if ok else 3
 
-    process = multiprocessing.get_context("fork").Process(target=child)
-    process.start()
-    process.join(timeout=10)
-    assert process.exitcode == 0
+    assert run_forked(child) == 0
     assert echo(keys=["k"], args=["again"]) == ["k", "again", 7]
     assert held(echo) is parent_connection
     assert client_id(parent_connection) == parent_id

@@ -11,8 +11,6 @@ settler thread unless asked: the tests settle by calling ``_settle_due(now)`` or
 from __future__ import annotations
 
 import json
-import multiprocessing
-import sys
 import threading
 import types
 from collections.abc import Callable, Sequence
@@ -42,6 +40,7 @@ from resilience.settlement import (
     LateSuccesses,
     Settler,
 )
+from tests.forking import run_forked
 
 BREAKER, WINDOW, PROBES, EVENTS, RATE, LEASES, BUDGET, STATS = range(8)
 T0 = 1_000.0  # the injected monotonic time a test starts at
@@ -579,14 +578,11 @@ def test_a_forked_child_does_not_settle_its_parents_tally(
     guard = late_guard(guarded(breaker=breaker(minimum_calls=100)))
     succeed(guard, 2)
 
-    def child() -> None:
+    def child() -> int:
         succeed(guard, 1)
-        sys.exit(0 if guard.flush() else 3)
+        return 0 if guard.flush() else 3
 
-    process = multiprocessing.get_context("fork").Process(target=child)
-    process.start()
-    process.join(timeout=10)
-    assert process.exitcode == 0
+    assert run_forked(child) == 0
     assert window(client, keys) == (1, 0, 0)
     assert guard.flush() is True
     assert window(client, keys) == (3, 0, 0)
@@ -599,7 +595,7 @@ def test_a_child_forked_while_the_guard_lock_is_held_can_record(
     it on every pass) can still record a success late."""
     guard = late_guard(guarded(breaker=breaker(minimum_calls=100)))
 
-    def child() -> None:
+    def child() -> int:
         done = threading.Event()
 
         def run() -> None:
@@ -607,13 +603,11 @@ def test_a_child_forked_while_the_guard_lock_is_held_can_record(
             done.set()
 
         threading.Thread(target=run, daemon=True).start()
-        sys.exit(0 if done.wait(timeout=0.5) else 3)
+        return 0 if done.wait(timeout=5) else 3
 
     with guard._lock:  # as the settler thread holds it while it takes a tally
-        process = multiprocessing.get_context("fork").Process(target=child)
-        process.start()
-    process.join(timeout=10)
-    assert process.exitcode == 0
+        status = run_forked(child)
+    assert status == 0
 
 
 # --- the settler thread ----------------------------------------------------------------------
