@@ -1,7 +1,7 @@
 """The Celery app the throughput benchmark runs: ``celery -A bench.benchapp worker -Q bench``.
 
 It is the real application (``worker.app.create_app``: JSON, ``acks_late``, prefetch 1, the
-resilience runtime) plus three no-op tasks on a dedicated ``bench`` queue. Every body does the
+resilience runtime) plus four no-op tasks on a dedicated ``bench`` queue. Every body does the
 same single Redis ``INCR`` of a completion counter, so they cost the same and the benchmark can
 tell when a round is done. ``bench.plain_noop`` is a plain Celery task, ``bench.resilient_noop``
 has ``base=ResilientTask``, and ``bench.guarded_noop`` is a ``ResilientTask`` that declares the
@@ -9,6 +9,8 @@ resource ``bench.noop``: each run is admitted by the fleet-wide guard before its
 recorded after. The benchmark configures that resource (breaker, a rate limit and a concurrency
 limit, none of which ever refuses) with ``ALCHEMISER_RESOURCES`` = :data:`GUARDED_RESOURCES`;
 without it the resource is unknown and the guard lets the task through without asking Redis.
+``bench.round_trip_noop`` is the plain task plus one ``PING`` per run: what any per-task check on
+Redis costs at the least, whatever it decides.
 
 The app is created on first access (as in ``worker/__init__.py``), from the environment, so the
 benchmark gives its worker a private namespace with ``ALCHEMISER_NAMESPACE``.
@@ -47,6 +49,9 @@ BENCH_QUEUE = "bench"
 PLAIN_TASK = "bench.plain_noop"
 RESILIENT_TASK = "bench.resilient_noop"
 GUARDED_TASK = "bench.guarded_noop"
+# The plain task plus one bare Redis round trip (PING) per run: the floor any per-task check
+# on Redis pays, whatever it decides.
+ROUND_TRIP_TASK = "bench.round_trip_noop"
 GUARDED_RESOURCE = "bench.noop"
 # The guarded task's resource: every protection on, none refusing at a few thousand tasks/s
 # (the breaker sees only successes; GCRA admits 1 per µs plus a burst of 1000; 1000 at once).
@@ -75,6 +80,13 @@ class BenchCounter:
 
     def incr(self) -> int:
         """Count one completed task."""
+        return int(self._redis().incr(self._key))
+
+    def ping(self) -> bool:
+        """One bare round trip to the same Redis."""
+        return bool(self._redis().ping())
+
+    def _redis(self) -> Redis:
         client = self._client
         if client is None:
             with self._lock:
@@ -84,7 +96,7 @@ class BenchCounter:
                         socket_timeout_s=self._settings.redis_socket_timeout_s,
                     )
                 client = self._client
-        return int(client.incr(self._key))
+        return client
 
 
 def build_app(
@@ -92,9 +104,9 @@ def build_app(
     *,
     count: Callable[[], object] | None = None,
 ) -> Celery:
-    """``create_app(settings)`` plus the ``bench`` queue and the three bench tasks.
+    """``create_app(settings)`` plus the ``bench`` queue and the four bench tasks.
 
-    ``count`` is what both bodies call (default: the Redis completion counter); the in-process
+    ``count`` is what every body calls (default: the Redis completion counter); the in-process
     measurement passes a no-op to time Celery's tracer and ``ResilientTask`` alone.
     Task events follow the settings (``ALCHEMISER_TASK_EVENTS``), as in the application.
     """
@@ -106,8 +118,10 @@ def build_app(
         PLAIN_TASK: {"queue": BENCH_QUEUE},
         RESILIENT_TASK: {"queue": BENCH_QUEUE},
         GUARDED_TASK: {"queue": BENCH_QUEUE},
+        ROUND_TRIP_TASK: {"queue": BENCH_QUEUE},
     }
-    body: Callable[[], object] = count or BenchCounter(settings).incr
+    counter = BenchCounter(settings)
+    body: Callable[[], object] = count or counter.incr
 
     # shared=False keeps these bodies on this app only (the in-process measurement builds a
     # second app). No other options: both take acks_late, prefetch etc. from the app's config
@@ -124,6 +138,11 @@ def build_app(
     # this sets ResilientTask.resources for this task only.
     @app.task(name=GUARDED_TASK, base=ResilientTask, resources=(GUARDED_RESOURCE,), shared=False)
     def guarded_noop() -> None:
+        body()
+
+    @app.task(name=ROUND_TRIP_TASK, shared=False)
+    def round_trip_noop() -> None:
+        counter.ping()
         body()
 
     return app

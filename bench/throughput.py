@@ -20,10 +20,13 @@ the resilient task by the plain one (an A/A run) to show the spread of ratios no
 
 ``--guarded`` replaces the resilient task by ``bench.guarded_noop``: a ResilientTask whose every
 run is admitted by the fleet-wide guard (``Guard.admit``, one EVALSHA) before its body and
-recorded (``Guard.record``, one more) after, on the resource ``bench.noop`` with a breaker, a
-rate limit and a concurrency limit that never refuse (``benchapp.GUARDED_RESOURCES``, given to
-the worker as ``ALCHEMISER_RESOURCES``). The run checks that the resource's ``admitted``
-counter grew by (at least) the number of guarded tasks it ran, and reports any refusal.
+recorded (``Guard.record``) after, as workers run it: a success is tallied and carried by the
+next admission, on the resource ``bench.noop`` with a breaker, a rate limit and a concurrency
+limit that never refuse (``benchapp.GUARDED_RESOURCES``, given to the worker as
+``ALCHEMISER_RESOURCES``). The run checks that the resource's ``admitted`` counter grew by (at
+least) the number of guarded tasks it ran, and reports any refusal. ``--round-trip`` puts
+``bench.round_trip_noop`` there instead: the plain task plus one bare ``PING`` per run, the
+least any per-task check on Redis can cost.
 
 Prints Markdown tables; exits 1 on an error (a worker that dies, a batch that does not drain),
 never because a target is missed. Deletes every key of its namespace at the end.
@@ -59,6 +62,7 @@ from bench.benchapp import (
     GUARDED_TASK,
     PLAIN_TASK,
     RESILIENT_TASK,
+    ROUND_TRIP_TASK,
     build_app,
     done_key,
 )
@@ -77,7 +81,7 @@ BRPOP_SETTLE_S = 1.2
 BATCH_TIMEOUT_S = 60.0
 WARMUP_TASKS = 200
 TRACER_CALLS = 20_000
-# A guarded call makes two Redis round trips (~0.3 ms): fewer calls keep a batch under a second.
+# A guarded call makes a Redis round trip (~0.2 ms): fewer calls keep a batch under a second.
 TRACER_CALLS_GUARDED = 2_000
 ENQUEUE_BATCH_SIZE = 500
 SCAN_COUNT = 500
@@ -112,6 +116,7 @@ class PoolReport:
     rounds: tuple[tuple[BatchResult, BatchResult, bool], ...]  # plain, B, plain_first
     aa: bool = False
     guarded: bool = False
+    round_trip: bool = False
     # Guarded runs: how many the resource admitted during this pool, and refusals by reason.
     admitted: int = 0
     refused: tuple[tuple[str, int], ...] = ()
@@ -215,6 +220,7 @@ def run_pool(
     tasks: int,
     aa: bool = False,
     guarded: bool = False,
+    round_trip: bool = False,
     events: bool = False,
 ) -> PoolReport:
     """Start a worker with ``pool``, warm it up, run the interleaved rounds, stop it.
@@ -239,7 +245,7 @@ def run_pool(
         app="bench.benchapp",
     )
     plain = app.tasks[PLAIN_TASK]
-    resilient = plain if aa else app.tasks[GUARDED_TASK if guarded else RESILIENT_TASK]
+    resilient = plain if aa else app.tasks[_b_task(guarded=guarded, round_trip=round_trip)]
     stats_key = KeySpace(settings.namespace).resource(GUARDED_RESOURCE)[7]
     stats_before = _admission_stats(redis, stats_key)
     keys = {
@@ -261,7 +267,7 @@ def run_pool(
     finally:
         worker.stop()
     if not guarded:
-        return PoolReport(pool, concurrency, tuple(results), aa)
+        return PoolReport(pool, concurrency, tuple(results), aa, round_trip=round_trip)
     stats = _admission_stats(redis, stats_key)
     admitted = stats.get("admitted", 0) - stats_before.get("admitted", 0)
     expected = WARMUP_TASKS + rounds * tasks
@@ -278,6 +284,11 @@ def run_pool(
     return PoolReport(
         pool, concurrency, tuple(results), guarded=True, admitted=admitted, refused=refused
     )
+
+
+def _b_task(*, guarded: bool, round_trip: bool) -> str:
+    """The task in the B slot (besides plain again, for ``--aa``)."""
+    return GUARDED_TASK if guarded else ROUND_TRIP_TASK if round_trip else RESILIENT_TASK
 
 
 def _admission_stats(redis: Redis, key: str) -> dict[str, int]:
@@ -314,8 +325,8 @@ def measure_tracer(
 ) -> list[tuple[float, float]]:
     """(plain, ``b_task``) µs per task through ``build_tracer`` with a no-op body, per round.
 
-    The guarded task admits and records on the settings' Redis, so its figure includes those
-    two round trips.
+    The guarded task admits on the settings' Redis, so its figure includes that round trip (its
+    success rides on the next one).
     """
     app = build_app(settings, count=_no_op)
     try:
@@ -391,13 +402,23 @@ def machine(redis: Redis) -> str:
 
 def render(report: PoolReport, tasks: int) -> str:
     """The Markdown table of one pool."""
-    b_name = "plain (B)" if report.aa else "guarded" if report.guarded else "resilient"
+    b_name = (
+        "plain (B)"
+        if report.aa
+        else "guarded"
+        if report.guarded
+        else "round trip"
+        if report.round_trip
+        else "resilient"
+    )
     a_name = "plain (A)" if report.aa else "plain"
     title = (
         " (A/A control: plain vs plain)"
         if report.aa
         else " (guarded: admit + record per task)"
         if report.guarded
+        else " (round trip: plain + one PING per task)"
+        if report.round_trip
         else ""
     )
     lines = [
@@ -477,6 +498,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         " resilient one",
     )
     parser.add_argument(
+        "--round-trip",
+        action="store_true",
+        help="compare plain + one PING per run with plain: the floor of any per-task Redis check",
+    )
+    parser.add_argument(
         "--events",
         choices=("on", "off"),
         default="off",
@@ -485,8 +511,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tasks < 10 or args.rounds < 1:
         parser.error("--tasks must be at least 10 and --rounds at least 1")
-    if args.aa and args.guarded:
-        parser.error("--aa and --guarded are two different runs; choose one")
+    if args.aa + args.guarded + args.round_trip > 1:
+        parser.error("--aa, --guarded and --round-trip are different runs; choose one")
     args.pools = [p.strip() for p in args.pools.split(",") if p.strip()]
     unknown = set(args.pools) - {"prefork", "solo"}
     if unknown:
@@ -507,10 +533,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.guarded:
         update["resources"] = {**base.resources, **GUARDED_RESOURCES}
     settings = base.model_copy(update=update)
-    b_name = "guarded" if args.guarded else "resilient"
-    b_class = "guarded ResilientTask" if args.guarded else "ResilientTask"
-    b_subject = "the guarded ResilientTask" if args.guarded else "ResilientTask"
-    tracer_calls = TRACER_CALLS_GUARDED if args.guarded else TRACER_CALLS
+    b_name, b_class, b_subject = (
+        ("guarded", "guarded ResilientTask", "the guarded ResilientTask")
+        if args.guarded
+        else ("round trip", "plain task + one PING", "one PING")
+        if args.round_trip
+        else ("resilient", "ResilientTask", "ResilientTask")
+    )
+    tracer_calls = TRACER_CALLS_GUARDED if args.guarded or args.round_trip else TRACER_CALLS
     app = build_app(settings)
     redis = connect(settings.redis_url, socket_timeout_s=5.0)
     started = time.monotonic()
@@ -521,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings,
             rounds=args.rounds,
             calls=tracer_calls,
-            b_task=GUARDED_TASK if args.guarded else RESILIENT_TASK,
+            b_task=_b_task(guarded=args.guarded, round_trip=args.round_trip),
         )
         print(render_tracer(tracer, tracer_calls, b_name=b_name), flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-") as log_dir:
@@ -538,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     tasks=args.tasks,
                     aa=args.aa,
                     guarded=args.guarded,
+                    round_trip=args.round_trip,
                     events=args.events == "on",
                 )
                 print(render(report, args.tasks), flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 import redis
@@ -13,11 +14,14 @@ from bench.benchapp import (
     GUARDED_RESOURCES,
     GUARDED_TASK,
     RESILIENT_TASK,
+    ROUND_TRIP_TASK,
     build_app,
+    done_key,
 )
 from bench.guard_latency import main as guard_latency_main
 from resilience.resources import resources_from_mapping
 from resilience.task import ResilientTask
+from worker.settings import load_settings
 
 
 def test_guarded_task_declares_its_resource_and_the_resilient_task_none() -> None:
@@ -43,10 +47,42 @@ def test_guarded_resource_config_is_valid_and_never_refuses_at_bench_rates() -> 
     assert config.concurrency.limit >= 2
 
 
-def test_throughput_refuses_aa_with_guarded() -> None:
-    """``--aa --guarded`` is refused: they are two different runs."""
+@pytest.mark.parametrize(
+    "flags", [["--aa", "--guarded"], ["--aa", "--round-trip"], ["--guarded", "--round-trip"]]
+)
+def test_throughput_refuses_two_runs_at_once(flags: list[str]) -> None:
+    """``--aa``, ``--guarded`` and ``--round-trip`` are different runs: two are refused."""
     with pytest.raises(SystemExit):
-        throughput._parse(["--aa", "--guarded"])
+        throughput._parse(flags)
+
+
+def test_round_trip_task_pings_once_then_counts(redis_url: str, client: redis.Redis) -> None:
+    """``bench.round_trip_noop`` is a plain task that makes one PING and then the body's
+    INCR per run."""
+    settings = load_settings().model_copy(
+        update={"redis_url": redis_url, "namespace": f"test-bench-{uuid.uuid4().hex[:8]}"}
+    )
+    app = build_app(settings)
+    try:
+        task = app.tasks[ROUND_TRIP_TASK]
+        assert not isinstance(task, ResilientTask)
+        before = _command_calls(client)
+        task.run()
+        task.run()
+        after = _command_calls(client)
+        assert client.get(done_key(settings.namespace)) == "2"
+        assert after["ping"] - before["ping"] >= 2
+        assert after["incrby"] - before["incrby"] >= 2  # redis-py sends INCR as INCRBY
+    finally:
+        client.delete(done_key(settings.namespace))
+        app.close()
+
+
+def _command_calls(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {
+        name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("ping", "incrby")
+    }
 
 
 def test_guard_latency_runs_and_leaves_no_keys(
