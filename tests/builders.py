@@ -7,8 +7,31 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from resilience.deadletter import DeadLetter
+from resilience.resources import BreakerConfig, ResourceConfig
 
-__all__ = ["dead_order"]
+__all__ = ["breaker", "dead_order", "guarded"]
+
+
+def breaker(**overrides: Any) -> BreakerConfig:
+    """A breaker small enough to trip in a test: no jitter, no slow-call tripping."""
+    settings: dict[str, Any] = {
+        "window_s": 10,
+        "minimum_calls": 4,
+        "failure_rate_threshold": 50.0,
+        "slow_call_rate_threshold": 0.0,
+        "wait_duration_in_open_s": 30.0,
+        "max_wait_in_open_s": 300.0,
+        "wait_jitter": 0.0,
+        "permitted_calls_in_half_open": 3,
+        "probe_lease_s": 30.0,
+    }
+    settings.update(overrides)
+    return BreakerConfig(**settings)
+
+
+def guarded(name: str = "api", **parts: Any) -> ResourceConfig:
+    """Resource ``name`` with the given guards (``breaker=...``, ``rate_limit=...``, ...)."""
+    return ResourceConfig(name=name, **parts)
 
 
 def dead_order(entry_id: str = "dl-1", **changes: Any) -> DeadLetter:

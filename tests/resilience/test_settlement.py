@@ -40,6 +40,8 @@ from resilience.settlement import (
     LateSuccesses,
     Settler,
 )
+from tests import builders
+from tests.builders import guarded
 from tests.forking import run_forked
 
 BREAKER, WINDOW, PROBES, EVENTS, RATE, LEASES, BUDGET, STATS = range(8)
@@ -58,23 +60,8 @@ class LateGuardFactory(Protocol):
 
 
 def breaker(**overrides: Any) -> BreakerConfig:
-    """A breaker small enough to trip in a test: no jitter, no slow-call tripping."""
-    settings: dict[str, Any] = {
-        "window_s": 10,
-        "minimum_calls": 4,
-        "failure_rate_threshold": 50.0,
-        "slow_call_rate_threshold": 0.0,
-        "wait_duration_in_open_s": 30.0,
-        "wait_jitter": 0.0,
-        "permitted_calls_in_half_open": 1,
-    }
-    settings.update(overrides)
-    return BreakerConfig(**settings)
-
-
-def guarded(name: str = "api", **parts: Any) -> ResourceConfig:
-    """Resource ``name`` with the given guards (``breaker=...``, ``concurrency=...``, ...)."""
-    return ResourceConfig(name=name, **parts)
+    """The tests' breaker (tests/builders.py) with one half-open probe."""
+    return builders.breaker(**{"permitted_calls_in_half_open": 1, **overrides})
 
 
 def window(client: redis.Redis, keys: KeySpace, name: str = "api") -> tuple[int, int, int]:
