@@ -440,6 +440,23 @@ def test_a_half_open_probes_success_is_recorded_at_once(
     assert client.zcard(keys.resource("api")[PROBES]) == 0
 
 
+def fail_next_admission(
+    monkeypatch: pytest.MonkeyPatch, guard: Guard, error: Exception, *, after_run: bool = False
+) -> None:
+    """The guard's next admission raises ``error``: before the script runs, or (``after_run``)
+    after it ran, as when its reply is lost; later ones go through."""
+    real_admit = guard._admit
+    failures = [error]
+
+    def failing(*, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        reply = real_admit(keys=keys, args=args) if after_run or not failures else None
+        if failures:
+            raise failures.pop()
+        return reply
+
+    monkeypatch.setattr(guard, "_admit", failing)
+
+
 def test_a_tally_the_admission_could_not_send_rides_on_the_next_one(
     client: redis.Redis,
     keys: KeySpace,
@@ -453,15 +470,7 @@ def test_a_tally_the_admission_could_not_send_rides_on_the_next_one(
     first = admitted(guard)
     guard.record(first, Outcome.OK)
 
-    real_admit = guard._admit
-    failures = [ConnectionError("Redis went away")]
-
-    def flaky(*, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
-        if failures:
-            raise failures.pop()
-        return real_admit(keys=keys, args=args)
-
-    monkeypatch.setattr(guard, "_admit", flaky)
+    fail_next_admission(monkeypatch, guard, ConnectionError("Redis went away"))
     degraded = guard.admit(["api"])
     assert (degraded.admitted, degraded.degraded) == (True, True)
     assert leases(client, keys) == [first.ticket]
@@ -485,15 +494,7 @@ def test_counts_an_admission_could_not_send_ride_on_the_next_one(
     succeed(guard, 3)
     mono.advance(CARRY_COUNTS_S)
 
-    real_admit = guard._admit
-    failures = [NotSentError("not sent: Connection refused")]
-
-    def not_sent(*, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
-        if failures:
-            raise failures.pop()
-        return real_admit(keys=keys, args=args)
-
-    monkeypatch.setattr(guard, "_admit", not_sent)
+    fail_next_admission(monkeypatch, guard, NotSentError("not sent: Connection refused"))
     assert guard.admit(["api"]).degraded
     assert window(client, keys) == (0, 0, 0)
     admitted(guard)
@@ -515,16 +516,9 @@ def test_a_timed_out_admission_does_not_count_its_successes_twice(
     succeed(guard, 3)
     mono.advance(CARRY_COUNTS_S)
 
-    real_admit = guard._admit
-    lost_replies = [TimeoutError("Timeout reading from 127.0.0.1:6379")]
-
-    def reply_lost(*, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
-        reply = real_admit(keys=keys, args=args)
-        if lost_replies:
-            raise lost_replies.pop()
-        return reply
-
-    monkeypatch.setattr(guard, "_admit", reply_lost)
+    fail_next_admission(
+        monkeypatch, guard, TimeoutError("Timeout reading from 127.0.0.1:6379"), after_run=True
+    )
     assert guard.admit(["api"]).degraded
     assert window(client, keys) == (3, 0, 0)  # the script ran and counted them
     mono.advance(CARRY_COUNTS_S)
