@@ -471,7 +471,11 @@ class Guard:
             due_at = {name: tally.due_at() for name, tally in self._late.items()}
         due = tuple(name for name, at in due_at.items() if at is not None and at <= now)
         if due:
-            self._send_late(due, self._take_late(due, everything=True))
+            # An admission may have carried some of them meanwhile: send only what is left.
+            carried = zip(due, self._take_late(due, everything=True), strict=True)
+            left = [(name, late) for name, late in carried if late.tickets or late.counts]
+            if left:
+                self._send_late([name for name, _ in left], [late for _, late in left])
         waiting = [at for name, at in due_at.items() if at is not None and name not in due]
         return max(min(waiting) - now, 0.0) if waiting else None
 

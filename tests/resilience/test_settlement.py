@@ -457,6 +457,40 @@ def fail_next_admission(
     monkeypatch.setattr(guard, "_admit", failing)
 
 
+def test_the_settler_sends_nothing_an_admission_already_carried(
+    client: redis.Redis,
+    keys: KeySpace,
+    mono: ManualClock,
+    late_guard: LateGuardFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tally found due by the settler but carried by an admission before the settler took
+    it costs no round trip: the settler sends only what is left."""
+    guard = late_guard(guarded(concurrency=ConcurrencyConfig(limit=5)))
+    guard.record(admitted(guard), Outcome.OK)
+    settles: list[Sequence[str | int | float]] = []
+    real_settle = guard._settle
+
+    def counting(*, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        settles.append(args)
+        return real_settle(keys=keys, args=args)
+
+    monkeypatch.setattr(guard, "_settle", counting)
+    take_late = guard._take_late
+    raced: list[bool] = []
+
+    def admission_first(names: Sequence[str], *, everything: bool = False) -> list[Late]:
+        if everything and not raced:  # the settler's take: an admission gets there first
+            raced.append(True)
+            admitted(guard)
+        return take_late(names, everything=everything)
+
+    monkeypatch.setattr(guard, "_take_late", admission_first)
+    assert guard._settle_due(mono.now_s() + 1) is None
+    assert settles == []
+    assert len(leases(client, keys)) == 1  # the admission's own
+
+
 def test_a_tally_the_admission_could_not_send_rides_on_the_next_one(
     client: redis.Redis,
     keys: KeySpace,
