@@ -76,6 +76,13 @@ class KeySpace:
             )
         )
 
+    # Notification rate limits: per severity class and error type, the times of the
+    # notifications sent in the window and the count of those held back since the last one.
+    def notify_throttle(self, severity: str, error_type: str) -> tuple[str, str]:
+        """Keys of one notification rate limit: sent (zset of send times), held (counter)."""
+        tag = f"notify:{severity}:{error_type}"
+        return self._key(tag, "sent"), self._key(tag, "held")
+
     # Redelivery (poison message) counters: one key per delivery of a task message
     def redeliveries(self, task_id: str, delivery: str) -> str:
         return self._key("redeliveries", task_id, delivery)
