@@ -47,6 +47,7 @@ class Example:
     dead_letter_id: str | None = None
     client_order_id: str | None = None
     attempts: int = 0
+    reason: str = ""  # why it failed for good ("retries exhausted", "not retryable", ...)
 
     @classmethod
     def from_data(cls, data: ErrorNotificationData) -> Example:
@@ -59,7 +60,8 @@ class Example:
             occurred_at=data["occurred_at"],
             dead_letter_id=data.get("dead_letter_id"),
             client_order_id=data.get("client_order_id"),
-            attempts=int(data.get("attempts", 0)),
+            attempts=int(data.get("attempts") or 0),
+            reason=data.get("reason") or "",
         )
 
 
@@ -79,6 +81,17 @@ class Notification:
     held_back: int = 0
     runbook_url: str | None = None
     dead_letter_url: str | None = None  # where an operator inspects the dead letters
+
+    def __post_init__(self) -> None:
+        if self.key != group_key(self.error_type, self.component):
+            raise ValueError(f"key {self.key!r} is not the group of its error type and component")
+        if not 1 <= len(self.examples) <= MAX_EXAMPLES or self.count < len(self.examples):
+            raise ValueError(
+                f"a notification has 1 to {MAX_EXAMPLES} examples and a count of at least as"
+                f" many: {len(self.examples)} examples, count {self.count}"
+            )
+        if self.held_back < 0:
+            raise ValueError(f"held_back is a count: {self.held_back}")
 
     @classmethod
     def from_failure(
@@ -143,11 +156,11 @@ class Notification:
     @property
     def first_at(self) -> str:
         """When the oldest example failed."""
-        return self.examples[0].occurred_at if self.examples else ""
+        return self.examples[0].occurred_at
 
     def resolved(self) -> Notification:
-        """The resolved notice of this group."""
-        return replace(self, status=NotificationStatus.RESOLVED, held_back=0)
+        """The resolved notice of this group (what was held back is still said)."""
+        return replace(self, status=NotificationStatus.RESOLVED)
 
     def with_held_back(self, held_back: int) -> Notification:
         """This notification, also saying how many were held back before it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -63,6 +64,7 @@ def test_one_failure_is_a_group_of_one() -> None:
             dead_letter_id="dl-1",
             client_order_id="alc-1",
             attempts=1,
+            reason="",
         ),
     )
     assert note.runbook_url == "https://runbooks/ife"
@@ -95,14 +97,14 @@ def test_a_group_refuses_failures_of_another_group_and_impossible_counts() -> No
 
 
 def test_resolved_and_held_back_notices() -> None:
-    """resolved() keeps the group and says it is resolved (nothing held back);
+    """resolved() keeps the group and says it is resolved (and what was held back);
     with_held_back(n) says how many the rate limits held back."""
     note = Notification.for_group([failure(1), failure(2)])
     assert note.with_held_back(7).held_back == 7
     resolved = note.with_held_back(7).resolved()
     assert (resolved.status, resolved.held_back, resolved.key) == (
         NotificationStatus.RESOLVED,
-        0,
+        7,
         note.key,
     )
     assert resolved.title == "[RESOLVED] InsufficientFundsError in trading"
@@ -112,3 +114,25 @@ def test_unknown_severity_is_refused() -> None:
     """A severity outside the hierarchy's four is a ValueError, not a silent default."""
     with pytest.raises(ValueError):
         Notification.from_failure(failure(severity="apocalyptic"))
+
+
+def test_a_notification_that_contradicts_itself_is_refused() -> None:
+    """A key that is not the group of its error type and component, no examples, more than
+    MAX_EXAMPLES, a count below the examples or a negative held_back is a ValueError."""
+    one = Notification.from_failure(failure())
+    example = one.examples[0]
+    for changes in (
+        {"key": "OtherError:trading"},
+        {"examples": ()},
+        {"examples": (example,) * (MAX_EXAMPLES + 1), "count": 10},
+        {"examples": (example, example), "count": 1},
+        {"held_back": -1},
+    ):
+        with pytest.raises(ValueError):
+            replace(one, **changes)
+
+
+def test_missing_attempts_and_the_reason_are_read() -> None:
+    """attempts None reads as 0; the reason a failure was final is kept with its example."""
+    note = Notification.from_failure(failure(attempts=None, reason="retries exhausted"))
+    assert (note.examples[0].attempts, note.examples[0].reason) == (0, "retries exhausted")
