@@ -15,16 +15,24 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import requests
 
+from resilience.errors import ConfigurationError
 from resilience.notify.channel import Delivery, FailureReason
 
-__all__ = ["parse_retry_after", "post"]
+__all__ = ["check_http_url", "check_timeout", "parse_retry_after", "post"]
 
 # Slack and others answer errors with a short code ("invalid_payload", "no_service"): safe and
 # useful in a delivery's detail. Anything else in a body is left out.
 _ERROR_CODE = re.compile(r"[a-z_]{1,40}")
+_NEVER_SENDABLE = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+)
 
 
 def post(
@@ -71,6 +79,11 @@ def post(
         return Delivery.failed(
             channel, FailureReason.TIMEOUT, type(timed_out).__name__, clock() - started
         )
+    except (*_NEVER_SENDABLE, UnicodeError) as unsendable:
+        # A URL, header or credential HTTP cannot carry: sending again would fail the same way.
+        return Delivery.failed(
+            channel, FailureReason.CLIENT_ERROR, type(unsendable).__name__, clock() - started
+        )
     except requests.RequestException as unreachable:
         return Delivery.failed(
             channel, FailureReason.UNREACHABLE, type(unreachable).__name__, clock() - started
@@ -94,6 +107,40 @@ def post(
     else:
         reason = FailureReason.CLIENT_ERROR  # 4xx, and 3xx: a redirect is not followed
     return Delivery.failed(channel, reason, detail, latency_s, retry_after_s)
+
+
+def check_http_url(channel: str, field_name: str, url: object) -> None:
+    """Raise :class:`ConfigurationError` unless ``url`` is an absolute http(s) URL with a host.
+
+    Production receivers are https; http is accepted so tests can use a local receiver. The
+    message never holds the URL.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(f"{channel}: {field_name} is missing")
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ConfigurationError(
+            f"{channel}: {field_name} must not contain whitespace or control characters"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - read for its ValueError on a port out of range
+    except ValueError:
+        raise ConfigurationError(f"{channel}: {field_name} is not a valid URL") from None
+    if parts.scheme.lower() not in {"http", "https"}:
+        raise ConfigurationError(f"{channel}: {field_name} must be an https (or http) URL")
+    if not parts.hostname:
+        raise ConfigurationError(f"{channel}: {field_name} has no host")
+
+
+def check_timeout(channel: str, timeout_s: object) -> None:
+    """Raise :class:`ConfigurationError` unless ``timeout_s`` is a finite number > 0."""
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not math.isfinite(timeout_s)
+        or timeout_s <= 0
+    ):
+        raise ConfigurationError(f"{channel}: timeout_s must be seconds > 0, got {timeout_s!r}")
 
 
 def _error_code(response: requests.Response) -> str | None:

@@ -422,3 +422,13 @@ def test_a_payload_that_is_not_json_is_a_client_error_not_an_exception(
         assert (delivery.delivered, delivery.reason) == (False, FailureReason.CLIENT_ERROR)
         assert delivery.detail.startswith("payload is not JSON")
     assert receiver.requests == []
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "ftp://example.com/hook", "example.com/hook"])
+def test_a_url_http_cannot_use_is_a_client_error(session: requests.Session, url: str) -> None:
+    """A malformed URL, another scheme or none is a CLIENT_ERROR (sending again would fail the
+    same way), not UNREACHABLE, and the detail is the exception's class name only."""
+    delivery = post(session, url, channel="webhook", timeout_s=1.0, json_body={"a": 1})
+    assert (delivery.delivered, delivery.reason) == (False, FailureReason.CLIENT_ERROR)
+    assert url not in delivery.detail
+    assert delivery.detail.isidentifier()
