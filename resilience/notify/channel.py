@@ -23,8 +23,10 @@ class FailureReason(enum.Enum):
     """Why a send failed; the transient ones are worth a retry later on the same channel."""
 
     CLIENT_ERROR = "client_error"  # the receiver refused what was sent (4xx, SMTP 5xx)
-    SERVER_ERROR = "server_error"  # the receiver failed (5xx, SMTP 4xx)
-    RATE_LIMITED = "rate_limited"  # the receiver asked to come back later (429, SMTP 421/450)
+    # The receiver failed (5xx), or an SMTP server said "try again later" (4xx: 421 and 450
+    # are sent for maintenance, greylisting and throttling alike).
+    SERVER_ERROR = "server_error"
+    RATE_LIMITED = "rate_limited"  # the receiver asked to come back later (HTTP 429)
     TIMEOUT = "timeout"
     UNREACHABLE = "unreachable"  # no connection (refused, DNS, TLS)
 

@@ -184,7 +184,16 @@ _CELL = "padding:4px 8px;border:1px solid #d0d7de;text-align:left;vertical-align
 _HEAD_CELL = _CELL + ";background:#f6f8fa"
 _MESSAGE_CELL = _CELL + ";white-space:pre-wrap;font-family:monospace"
 _TABLE = "border-collapse:collapse;margin:8px 0"
-_EXAMPLE_COLUMNS = ("When", "Operation", "Task", "Message", "Dead letter", "Client order id")
+_EXAMPLE_COLUMNS = (
+    "When",
+    "Operation",
+    "Task",
+    "Message",
+    "Why final",
+    "Dead letter",
+    "Client order id",
+    "Error id",
+)
 _BANNER_COLOURS = {
     ErrorSeverity.CRITICAL: "#b60205",
     ErrorSeverity.HIGH: "#d93f0b",
@@ -236,8 +245,10 @@ def _examples_table(examples: tuple[Example, ...]) -> str:
             f'<td style="{_CELL}">{_e(e.operation)}</td>',
             f'<td style="{_CELL}">{_e(task)}</td>',
             f'<td style="{_MESSAGE_CELL}">{_e(e.message)}</td>',
+            f'<td style="{_CELL}">{_e(e.reason)}</td>',
             f'<td style="{_CELL}">{_e(e.dead_letter_id or "")}</td>',
             f'<td style="{_CELL}">{_e(e.client_order_id or "")}</td>',
+            f'<td style="{_CELL}">{_e(e.error_id)}</td>',
         )
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return f'<table style="{_TABLE}"><tr>{header}</tr>{"".join(rows)}</table>'
