@@ -62,10 +62,15 @@ class EscalationRule:
     levels: tuple[EscalationLevel, ...]
     severities: frozenset[ErrorSeverity] = frozenset()
     error_types: tuple[str, ...] = ()  # class names of the hierarchy; subclasses match
+    # How long a new alert gathers alike failures before its first flush; None: the grouping
+    # default (Alertmanager's 30 s). The critical rule does not wait.
+    group_wait_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.levels:
             raise ConfigurationError(f"escalation rule {self.name!r}: no levels")
+        if self.group_wait_s is not None and not self.group_wait_s >= 0:
+            raise ConfigurationError(f"escalation rule {self.name!r}: group_wait_s is seconds >= 0")
         delays = [level.after_s for level in self.levels]
         if delays != sorted(delays):
             raise ConfigurationError(
@@ -113,6 +118,7 @@ DEFAULT_POLICY = EscalationPolicy(
             name="critical",
             severities=frozenset({ErrorSeverity.CRITICAL}),
             levels=(EscalationLevel(after_s=0.0, channels=("email", "slack", "sms")),),
+            group_wait_s=0.0,
         ),
         EscalationRule(
             name="trading",
@@ -162,10 +168,16 @@ def _rule(raw: object, where: str) -> EscalationRule:
         raise ConfigurationError(
             f"escalation: {where}.severities: {unknown}; known: low, medium, high, critical"
         ) from None
+    group_wait_s = raw.get("group_wait_s")
+    if group_wait_s is not None and (
+        isinstance(group_wait_s, bool) or not isinstance(group_wait_s, int | float)
+    ):
+        raise ConfigurationError(f"escalation: {where}.group_wait_s is a number of seconds")
     return EscalationRule(
         name=str(raw.get("name", where)),
         severities=severities,
         error_types=_strings(raw, "error_types", where),
+        group_wait_s=None if group_wait_s is None else float(group_wait_s),
         levels=tuple(_level(item, f"{where}.levels[{i}]") for i, item in enumerate(levels_raw)),
     )
 

@@ -83,6 +83,17 @@ class KeySpace:
         tag = f"notify:{severity}:{error_type}"
         return self._key(tag, "sent"), self._key(tag, "held")
 
+    # Alerts: one hash per group of alike failures (its escalation state), and the index of
+    # the open ones by alert id, which the alert scripts update with the group's hash.
+    def alert(self, group: str) -> str:
+        """The state of the alert of group ``group`` (error type and component)."""
+        return self._key(f"alert:{group}", "state")
+
+    @property
+    def alerts_open(self) -> str:
+        """alert id -> group of every open alert."""
+        return self._key("alerts", "open")
+
     # Redelivery (poison message) counters: one key per delivery of a task message
     def redeliveries(self, task_id: str, delivery: str) -> str:
         return self._key("redeliveries", task_id, delivery)

@@ -147,3 +147,17 @@ def test_a_rule_without_conditions_matches_everything() -> None:
     assert not EscalationRule(
         name="crit", severities=frozenset({ErrorSeverity.CRITICAL}), levels=rule.levels
     ).matches(note("DatabaseError", "high"))
+
+
+def test_group_wait_per_rule() -> None:
+    """The critical rule does not wait (0 s); others use the grouping default (None) unless
+    the config says; a bad value is refused."""
+    assert [r.group_wait_s for r in DEFAULT_POLICY.rules] == [0.0, None, None]
+    policy = policy_from_mapping(
+        {"rules": [{"group_wait_s": 5, "levels": [{"channels": ["sms"]}]}]}
+    )
+    assert policy.rules[0].group_wait_s == 5.0
+    with pytest.raises(ConfigurationError, match="group_wait_s"):
+        policy_from_mapping(
+            {"rules": [{"group_wait_s": "soon", "levels": [{"channels": ["sms"]}]}]}
+        )

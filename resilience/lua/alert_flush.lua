@@ -1,0 +1,74 @@
+-- What an alert's scheduled flush does now (Alertmanager's group_interval and repeat_interval,
+-- with escalation levels): tell the levels reached of failures not yet told; tell a newly
+-- reached level; remind after repeat_interval; resolve once the group was quiet for
+-- resolve_after and everything was told. An acknowledged alert reaches no further level and
+-- sends no reminders. Only the flush the alert expects acts (a stale or duplicate one returns
+-- 'stale'), so exactly one chain of flushes runs per alert.
+--
+-- KEYS: the alert's hash, the index of open alerts.
+-- ARGV: now override, the flush time this call was scheduled for (µs), group_interval_us,
+-- repeat_interval_us, resolve_after_us, level count, then each level's delay after opening (µs).
+-- Returns {action, first level, last level, next flush (µs, 0: none), alert id, status,
+-- severity, count, examples (JSON), opened (µs)} with action one of notify, repeat, resolve,
+-- none, stale. (A group is resolved only once all its failures were told, so a level was.)
+
+local now
+if ARGV[1] ~= '' then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local expected, group_interval = tonumber(ARGV[2]), tonumber(ARGV[3])
+local repeat_interval, resolve_after = tonumber(ARGV[4]), tonumber(ARGV[5])
+local n_levels = tonumber(ARGV[6])
+
+local v = redis.call('HMGET', KEYS[1], 'status', 'opened_us', 'last_failure_us', 'count',
+  'sent_count', 'sent_level', 'last_sent_us', 'next_flush_us', 'alert_id', 'severity', 'examples')
+local status = v[1]
+if not status or status == 'resolved' or tonumber(v[8]) ~= expected then
+  return { 'stale', 0, -1, 0 }
+end
+local opened, last_failure, count = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
+local sent_count, sent_level, last_sent = tonumber(v[5]), tonumber(v[6]), tonumber(v[7])
+local acked = status == 'acknowledged'
+local function after(level) return tonumber(ARGV[7 + level]) end -- level counts from 0
+
+local reached = -1
+for level = 0, n_levels - 1 do
+  if opened + after(level) <= now then reached = level end
+end
+if acked and reached > sent_level then reached = sent_level end
+
+local function reply(action, first, last, next_flush)
+  return { action, first, last, next_flush, v[9], status, v[10], count, v[11], opened }
+end
+
+if now - last_failure >= resolve_after and count == sent_count then
+  redis.call('HSET', KEYS[1], 'status', 'resolved', 'next_flush_us', 0)
+  redis.call('HDEL', KEYS[2], v[9])
+  return reply('resolve', 0, sent_level, 0)
+end
+
+local action, first, last = 'none', 0, -1
+if reached >= 0 then
+  if count > sent_count then
+    action, first, last = 'notify', 0, reached
+  elseif reached > sent_level then
+    action, first, last = 'notify', sent_level + 1, reached
+  elseif not acked and now - last_sent >= repeat_interval then
+    action, first, last = 'repeat', 0, reached
+  end
+  if action ~= 'none' then
+    redis.call('HSET', KEYS[1], 'sent_count', count, 'sent_level', math.max(sent_level, reached),
+      'last_sent_us', now)
+  end
+end
+
+-- Next: a group_interval from now, or the next level's time if that comes first.
+local next_flush = now + group_interval
+if not acked and reached + 1 < n_levels then
+  next_flush = math.min(next_flush, opened + after(reached + 1))
+end
+redis.call('HSET', KEYS[1], 'next_flush_us', next_flush)
+return reply(action, first, last, next_flush)
