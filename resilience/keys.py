@@ -83,6 +83,11 @@ class KeySpace:
         tag = f"notify:{severity}:{error_type}"
         return self._key(tag, "sent"), self._key(tag, "held")
 
+    # Notification delivery counters (notifications_total, failed, suppressed, latency)
+    @property
+    def notify_stats(self) -> str:
+        return self._key("notify", "stats")
+
     # Alerts: one hash per group of alike failures (its escalation state), and the index of
     # the open ones by alert id, which the alert scripts update with the group's hash.
     def alert(self, group: str) -> str:

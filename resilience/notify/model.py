@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from resilience.context import ErrorNotificationData
 from resilience.policy import ErrorSeverity
 
-__all__ = ["MAX_EXAMPLES", "Example", "Notification", "NotificationStatus", "group_key"]
+__all__ = [
+    "MAX_EXAMPLES",
+    "Example",
+    "Notification",
+    "NotificationStatus",
+    "group_key",
+    "notification_from_json",
+    "notification_to_json",
+]
 
 # Examples a group's notification shows; the count says how many there were.
 MAX_EXAMPLES = 3
@@ -165,6 +174,30 @@ class Notification:
     def with_held_back(self, held_back: int) -> Notification:
         """This notification, also saying how many were held back before it."""
         return replace(self, held_back=held_back)
+
+
+def notification_to_json(notification: Notification) -> dict[str, Any]:
+    """The notification as a JSON document (a task's argument, when a send is retried later)."""
+    document = asdict(notification)
+    document["severity"] = notification.severity.value
+    document["status"] = notification.status.value
+    return document
+
+
+def notification_from_json(document: dict[str, Any]) -> Notification:
+    """The notification :func:`notification_to_json` wrote."""
+    return Notification(
+        key=document["key"],
+        severity=ErrorSeverity(document["severity"]),
+        error_type=document["error_type"],
+        component=document["component"],
+        count=int(document["count"]),
+        examples=tuple(Example(**example) for example in document["examples"]),
+        status=NotificationStatus(document["status"]),
+        held_back=int(document["held_back"]),
+        runbook_url=document.get("runbook_url"),
+        dead_letter_url=document.get("dead_letter_url"),
+    )
 
 
 _RANK = {

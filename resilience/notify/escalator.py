@@ -1,0 +1,187 @@
+"""Sends what an alert's flush decided: on its levels' channels, within the notification rate
+limits, falling back when a channel fails, and counting every delivery for the fleet.
+
+A notification (or a reminder) is counted once against its rate limit (``throttle``), however
+many channels it goes to; held back, it is counted as suppressed and the next one of its kind
+says how many were held back. A resolved notice is not limited (one per alert). Each channel
+of the levels is sent to once; when one fails, the same notification goes to that level's
+fallbacks in order until one delivers, and a transient failure is also handed back to be
+retried later on the failed channel itself (after the receiver's Retry-After when it gave one).
+
+Delivery counts live in Redis, named like Alertmanager's metrics, so any exporter sees the whole
+fleet: ``notifications_total``, ``notifications_failed_total`` (by reason),
+``notifications_suppressed_total`` (by reason) and the latency sum per channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+from redis import Redis
+from redis.exceptions import RedisError
+
+from resilience.escalation import EscalationRule
+from resilience.keys import KeySpace
+from resilience.notify.alert_store import Flush
+from resilience.notify.channel import Delivery, FailureReason, NotificationChannel
+from resilience.notify.model import Notification, NotificationStatus
+from resilience.notify.throttle import NotificationThrottle
+
+__all__ = ["DEFAULT_RETRY_S", "DeliveryStats", "Escalator", "Retry", "SendReport"]
+
+_log = structlog.get_logger("alchemiser.notify")
+
+# When a transient failure came without a Retry-After: try the channel again this much later.
+DEFAULT_RETRY_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Send ``notification`` on ``channel`` again ``after_s`` from now."""
+
+    channel: str
+    after_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SendReport:
+    """What one send of a flush did."""
+
+    sent: bool  # False: the rate limit held it back
+    notification: Notification | None  # as sent (with held_back)
+    deliveries: tuple[Delivery, ...] = ()  # every attempt, fallbacks included, in order
+    retries: tuple[Retry, ...] = ()
+    held_back: int = 0
+
+    @property
+    def delivered_to(self) -> tuple[str, ...]:
+        """The channels that delivered."""
+        return tuple(d.channel for d in self.deliveries if d.delivered)
+
+
+class DeliveryStats:
+    """Fleet-wide delivery counters in one Redis hash (``<metric>|<labels>`` fields)."""
+
+    def __init__(self, client: Redis, keys: KeySpace) -> None:
+        self._client = client
+        self._key = keys.notify_stats
+
+    def record(self, deliveries: Sequence[Delivery], suppressed: str | None = None) -> None:
+        """Count the deliveries (and one notification suppressed for ``suppressed``)."""
+        pipe = self._client.pipeline(transaction=False)
+        for d in deliveries:
+            pipe.hincrby(self._key, f"notifications_total|{d.channel}", 1)
+            pipe.hincrbyfloat(
+                self._key, f"notification_latency_seconds_sum|{d.channel}", d.latency_s
+            )
+            if not d.delivered and d.reason is not None:
+                pipe.hincrby(
+                    self._key, f"notifications_failed_total|{d.channel}|{d.reason.value}", 1
+                )
+        if suppressed is not None:
+            pipe.hincrby(self._key, f"notifications_suppressed_total|{suppressed}", 1)
+        try:
+            pipe.execute()
+        except RedisError as unavailable:
+            _log.warning("notification_stats_not_recorded", error=str(unavailable))
+
+    def snapshot(self) -> dict[str, float]:
+        """Every counter, by field."""
+        raw: dict[str, str] = self._client.hgetall(self._key)  # type: ignore[assignment]
+        return {field: float(value) for field, value in raw.items()}
+
+
+class Escalator:
+    """Sends flush decisions on the configured channels."""
+
+    def __init__(
+        self,
+        channels: Mapping[str, NotificationChannel],
+        throttle: NotificationThrottle,
+        stats: DeliveryStats,
+    ) -> None:
+        self._channels = channels
+        self._throttle = throttle
+        self._stats = stats
+
+    def send(self, flush: Flush, rule: EscalationRule) -> SendReport:
+        """Send ``flush``'s notification to the channels of its levels of ``rule``."""
+        notification = flush.notification
+        if notification is None or not flush.levels:
+            return SendReport(sent=False, notification=None)
+        if notification.status is NotificationStatus.FIRING:
+            decision = self._throttle.admit(notification)
+            if not decision.sent:
+                self._stats.record((), suppressed="rate_limited")
+                _log.info(
+                    "notification_held_back", key=notification.key, held_back=decision.held_back
+                )
+                return SendReport(sent=False, notification=None, held_back=decision.held_back)
+            notification = notification.with_held_back(decision.held_back)
+        deliveries: list[Delivery] = []
+        retries: list[Retry] = []
+        for index in flush.levels:
+            level = rule.levels[index]
+            for name in level.channels:
+                if any(d.channel == name for d in deliveries):
+                    continue
+                delivery = self._deliver(name, notification)
+                deliveries.append(delivery)
+                if delivery.delivered:
+                    continue
+                if delivery.reason is not None and delivery.reason.transient:
+                    retries.append(Retry(name, delivery.retry_after_s or DEFAULT_RETRY_S))
+                deliveries.extend(self._fall_back(level.fallback, notification, deliveries))
+        self._stats.record(deliveries)
+        return SendReport(
+            sent=True,
+            notification=notification,
+            deliveries=tuple(deliveries),
+            retries=tuple(retries),
+            held_back=notification.held_back,
+        )
+
+    def retry(self, channel: str, notification: Notification) -> Delivery:
+        """Send again on ``channel`` alone (a transient failure's retry); counted."""
+        delivery = self._deliver(channel, notification)
+        self._stats.record((delivery,))
+        return delivery
+
+    def _fall_back(
+        self, fallback: Sequence[str], notification: Notification, so_far: Sequence[Delivery]
+    ) -> list[Delivery]:
+        """The fallbacks in order until one has the notification: one that delivered it
+        earlier in this send already does; one that failed earlier is not asked again."""
+        delivered = {d.channel for d in so_far if d.delivered}
+        failed = {d.channel for d in so_far if not d.delivered}
+        attempts: list[Delivery] = []
+        for name in fallback:
+            if name in delivered:
+                return attempts
+            if name in failed:
+                continue
+            delivery = self._deliver(name, notification)
+            attempts.append(delivery)
+            if delivery.delivered:
+                return attempts
+            failed.add(name)
+        return attempts
+
+    def _deliver(self, name: str, notification: Notification) -> Delivery:
+        channel = self._channels.get(name)
+        if channel is None:
+            return Delivery.failed(name, FailureReason.CLIENT_ERROR, "not configured", 0.0)
+        delivery = channel.send(notification)
+        log = _log.info if delivery.delivered else _log.warning
+        log(
+            "notification_delivery",
+            channel=name,
+            key=notification.key,
+            delivered=delivery.delivered,
+            reason=delivery.reason.value if delivery.reason else None,
+            detail=delivery.detail,
+            latency_s=round(delivery.latency_s, 4),
+        )
+        return delivery
