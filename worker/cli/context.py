@@ -33,6 +33,7 @@ from resilience.deadletter import DeadLetterStore
 from resilience.errors import ConfigurationError, ValidationError
 from resilience.guard_status import GuardStatus
 from resilience.keys import KeySpace
+from resilience.notify.alert_store import AlertStore
 from tasks.runtime import TradingRuntime
 from worker.settings import Settings, load_settings
 
@@ -108,6 +109,11 @@ class Services:
     def chaos(self) -> ChaosStore:
         """The fault-injection rules."""
         return ChaosStore(self.redis, self.keys)
+
+    @cached_property
+    def alerts(self) -> AlertStore:
+        """The fleet's open alerts."""
+        return AlertStore(self.redis, self.keys)
 
     @cached_property
     def guard_status(self) -> GuardStatus:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from worker.cli import breaker, chaos, dlq, limits, orders, paper
+from worker.cli import alerts, breaker, chaos, dlq, limits, orders, paper
 
 __all__ = ["app", "main"]
 
@@ -24,6 +24,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(chaos.app, name="chaos")
 app.add_typer(breaker.app, name="breaker")
 app.add_typer(limits.app, name="limits")
+app.add_typer(alerts.app, name="alerts")
 
 
 @app.command("demo")
