@@ -1,0 +1,131 @@
+"""Escalation as the ``tasks.escalate`` task runs it, without Celery in sight.
+
+Three steps, each one run of the task: a final failure is noted into its group's alert (the first
+one asks for the alert's first flush); a flush decides what to send and sends it (asking for the
+next flush, and for retries of channels that failed for a while); a retry sends once more on one
+channel. What to schedule next comes back as :class:`Next` items; the task publishes them with
+their countdowns, so the chain lives in the broker and survives worker restarts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+
+from resilience.clock import Clock
+from resilience.context import ErrorNotificationData
+from resilience.escalation import EscalationPolicy, EscalationRule
+from resilience.notify.alert_store import AlertStore, Flush
+from resilience.notify.channel import Delivery
+from resilience.notify.escalator import Escalator, SendReport
+from resilience.notify.model import Notification, notification_from_json, notification_to_json
+
+__all__ = ["MAX_CHANNEL_RETRIES", "EscalationService", "Next"]
+
+_log = structlog.get_logger("alchemiser.escalation")
+
+# A channel failing for a while is retried this many times, then left to its fallbacks.
+MAX_CHANNEL_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    """A run of the escalation task to schedule ``countdown_s`` from now."""
+
+    kind: Literal["flush", "retry"]
+    countdown_s: float
+    kwargs: dict[str, Any]
+
+
+class EscalationService:
+    """Notes failures, runs flushes, retries channels."""
+
+    def __init__(
+        self,
+        store: AlertStore,
+        policy: EscalationPolicy,
+        escalator: Escalator,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._escalator = escalator
+        self._clock = clock
+
+    def note(self, failure: ErrorNotificationData) -> list[Next]:
+        """A final failure: into its alert; the alert's first flush if it opened one."""
+        rule = self._policy.route(Notification.from_failure(failure))
+        noted = self._store.note(failure, rule)
+        _log.info(
+            "failure_noted",
+            alert_id=noted.alert_id,
+            rule=rule.name,
+            opened=noted.opened,
+            error_type=failure["error_type"],
+            component=failure["component"],
+        )
+        if not noted.opened:
+            return []
+        group = f"{failure['error_type']}:{failure['component']}"
+        return [self._flush_at(group, rule.name, noted.flush_at_s)]
+
+    def flush(
+        self, group: str, rule: str, at: float
+    ) -> tuple[Flush, SendReport | None, list[Next]]:
+        """The flush of ``group``'s alert under ``rule`` scheduled for ``at`` (Redis time, s):
+        what it decided, what it sent, what comes next. (The names are the task's kwargs.)"""
+        escalation_rule = self._rule(rule)
+        decided = self._store.flush(group, escalation_rule, at)
+        upcoming: list[Next] = []
+        report = None
+        if decided.notification is not None:
+            report = self._escalator.send(decided, escalation_rule)
+            upcoming.extend(
+                Next(
+                    "retry",
+                    retry.after_s,
+                    {
+                        "channel": retry.channel,
+                        "notification": notification_to_json(report.notification),
+                        "attempt": 1,
+                    },
+                )
+                for retry in report.retries
+                if report.notification is not None
+            )
+        if decided.next_flush_at_s is not None:
+            upcoming.append(self._flush_at(group, escalation_rule.name, decided.next_flush_at_s))
+        return decided, report, upcoming
+
+    def retry(
+        self, channel: str, notification: dict[str, Any], attempt: int
+    ) -> tuple[Delivery, list[Next]]:
+        """Send again on ``channel``; once more later if it is still failing for a while."""
+        delivery = self._escalator.retry(channel, notification_from_json(notification))
+        transient = delivery.reason is not None and delivery.reason.transient
+        if delivery.delivered or not transient or attempt >= MAX_CHANNEL_RETRIES:
+            return delivery, []
+        wait_s = delivery.retry_after_s or 30.0 * 2 ** (attempt - 1)
+        return delivery, [
+            Next(
+                "retry",
+                wait_s,
+                {"channel": channel, "notification": notification, "attempt": attempt + 1},
+            )
+        ]
+
+    def _flush_at(self, group: str, rule_name: str, at_s: float) -> Next:
+        return Next(
+            "flush",
+            max(at_s - self._clock.now_s(), 0.0),
+            {"group": group, "rule": rule_name, "at": at_s},
+        )
+
+    def _rule(self, name: str) -> EscalationRule:
+        for rule in (*self._policy.rules, self._policy.default):
+            if rule.name == name:
+                return rule
+        # The policy changed since the alert opened: the default rule takes over.
+        return self._policy.default

@@ -1,0 +1,129 @@
+"""Escalation step by step, as the task runs it: note, flush, retry (real Redis, scripted
+channels, an injected clock)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+import redis
+
+from resilience.clock import ManualClock
+from resilience.context import ErrorNotificationData
+from resilience.escalation import DEFAULT_POLICY
+from resilience.keys import KeySpace
+from resilience.notify.alert_store import AlertStore, GroupTiming
+from resilience.notify.channel import Delivery, FailureReason
+from resilience.notify.escalator import DeliveryStats, Escalator
+from resilience.notify.model import Notification, notification_to_json
+from resilience.notify.service import MAX_CHANNEL_RETRIES, EscalationService
+from resilience.notify.throttle import NotificationThrottle
+
+
+class ScriptedChannel:
+    """Answers from a script, then delivers; records what it was sent."""
+
+    def __init__(self, name: str, *answers: Delivery) -> None:
+        self._name = name
+        self._answers = deque(answers)
+        self.sent: list[Notification] = []
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def send(self, notification: Notification) -> Delivery:
+        self.sent.append(notification)
+        return self._answers.popleft() if self._answers else Delivery.ok(self._name, 0.01)
+
+
+def failure(n: int, severity: str = "critical") -> ErrorNotificationData:
+    return {
+        "severity": severity,
+        "priority": "P1",
+        "title": "DatabaseError in trading: sync_positions",
+        "error_type": "DatabaseError",
+        "error_id": f"err-{n}",
+        "message": "connection reset",
+        "component": "trading",
+        "operation": "sync_positions",
+        "task_name": "tasks.sync_positions",
+        "occurred_at": "2026-11-29T03:00:00+00:00",
+    }
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+def service(
+    client: redis.Redis, keys: KeySpace, clock: ManualClock, channels: dict[str, ScriptedChannel]
+) -> EscalationService:
+    store = AlertStore(client, keys, GroupTiming(), server_clock=clock)
+    throttle = NotificationThrottle(client, keys, server_clock=clock)
+    escalator = Escalator(channels, throttle, DeliveryStats(client, keys))
+    return EscalationService(store, DEFAULT_POLICY, escalator, clock)
+
+
+def test_a_critical_failure_is_flushed_at_once_to_email_slack_and_sms(
+    client: redis.Redis, keys: KeySpace, clock: ManualClock
+) -> None:
+    """The first critical failure asks for a flush now (countdown 0); that flush tells email,
+    Slack and SMS and asks for the next flush a group_interval later; a second failure before
+    it asks for nothing."""
+    channels = {n: ScriptedChannel(n) for n in ("email", "slack", "sms", "console")}
+    escalation = service(client, keys, clock, channels)
+    (first,) = escalation.note(failure(1))
+    assert (first.kind, first.countdown_s, first.kwargs["rule"]) == ("flush", 0.0, "critical")
+    assert escalation.note(failure(2)) == []
+    decided, report, upcoming = escalation.flush(**first.kwargs)
+    assert decided.action == "notify"
+    assert report is not None and report.delivered_to == ("email", "slack", "sms")
+    assert [len(channels[n].sent) for n in ("email", "slack", "sms")] == [1, 1, 1]
+    assert channels["email"].sent[0].count == 2
+    assert [(n.kind, n.countdown_s) for n in upcoming] == [("flush", 300.0)]
+
+
+def test_a_channel_failing_for_a_while_is_retried_then_left_to_its_fallback(
+    client: redis.Redis, keys: KeySpace, clock: ManualClock
+) -> None:
+    """Slack answering 429 (Retry-After 7) falls back to the console and is retried in 7 s;
+    a retry that fails again (5xx) is retried with backoff up to MAX_CHANNEL_RETRIES; one
+    that delivers ends it."""
+    channels = {n: ScriptedChannel(n) for n in ("email", "sms", "console")}
+    channels["slack"] = ScriptedChannel(
+        "slack",
+        Delivery.failed("slack", FailureReason.RATE_LIMITED, "HTTP 429", 0.01, 7.0),
+        Delivery.failed("slack", FailureReason.SERVER_ERROR, "HTTP 503", 0.01),
+    )
+    escalation = service(client, keys, clock, channels)
+    (first,) = escalation.note(failure(1))
+    _, report, upcoming = escalation.flush(**first.kwargs)
+    assert report is not None and "console" in report.delivered_to
+    retry = next(n for n in upcoming if n.kind == "retry")
+    assert (retry.countdown_s, retry.kwargs["channel"], retry.kwargs["attempt"]) == (
+        7.0,
+        "slack",
+        1,
+    )
+    delivery, again = escalation.retry(**retry.kwargs)
+    assert (delivery.delivered, [n.countdown_s for n in again]) == (False, [30.0])
+    delivery, done = escalation.retry(**again[0].kwargs)
+    assert (delivery.delivered, done) == (True, [])
+    assert len(channels["slack"].sent) == 3
+
+
+def test_retries_stop_after_the_maximum(
+    client: redis.Redis, keys: KeySpace, clock: ManualClock
+) -> None:
+    """The last allowed retry that fails schedules nothing more."""
+    channels = {
+        "slack": ScriptedChannel(
+            "slack", *(Delivery.failed("slack", FailureReason.TIMEOUT, "t", 1.0),) * 10
+        )
+    }
+    escalation = service(client, keys, clock, channels)
+    note = Notification.from_failure(failure(1))
+    delivery, upcoming = escalation.retry("slack", notification_to_json(note), MAX_CHANNEL_RETRIES)
+    assert (delivery.delivered, upcoming) == (False, [])
