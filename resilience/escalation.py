@@ -14,6 +14,7 @@ Anything else is logged (the console channel), which is also every level's last 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -42,8 +43,10 @@ class EscalationLevel:
     fallback: tuple[str, ...] = ("console",)
 
     def __post_init__(self) -> None:
-        if not self.after_s >= 0:
-            raise ConfigurationError(f"escalation: a level's delay is >= 0 s: {self.after_s!r}")
+        if not 0 <= self.after_s < math.inf:
+            raise ConfigurationError(
+                f"escalation: a level's delay is a finite number of seconds >= 0: {self.after_s!r}"
+            )
         if not self.channels:
             raise ConfigurationError("escalation: a level names at least one channel")
         unknown = sorted((set(self.channels) | set(self.fallback)) - CHANNEL_NAMES)
@@ -69,7 +72,7 @@ class EscalationRule:
     def __post_init__(self) -> None:
         if not self.levels:
             raise ConfigurationError(f"escalation rule {self.name!r}: no levels")
-        if self.group_wait_s is not None and not self.group_wait_s >= 0:
+        if self.group_wait_s is not None and not 0 <= self.group_wait_s < math.inf:
             raise ConfigurationError(f"escalation rule {self.name!r}: group_wait_s is seconds >= 0")
         delays = [level.after_s for level in self.levels]
         if delays != sorted(delays):
@@ -156,9 +159,24 @@ def policy_from_mapping(raw: Mapping[str, object]) -> EscalationPolicy:
     return EscalationPolicy(rules=rules, default=default)
 
 
+_RULE_KEYS = frozenset({"name", "severities", "error_types", "levels", "group_wait_s"})
+_LEVEL_KEYS = frozenset({"after_s", "channels", "fallback"})
+
+
+def _check_keys(raw: Mapping[str, object], known: frozenset[str], where: str) -> None:
+    # A misspelt condition ("severity") would otherwise make a rule match everything.
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"escalation: {where}: unknown key(s) {', '.join(unknown)};"
+            f" known: {', '.join(sorted(known))}"
+        )
+
+
 def _rule(raw: object, where: str) -> EscalationRule:
     if not isinstance(raw, Mapping):
         raise ConfigurationError(f"escalation: {where} is a table")
+    _check_keys(raw, _RULE_KEYS, where)
     levels_raw = raw.get("levels")
     if not isinstance(levels_raw, list) or not levels_raw:
         raise ConfigurationError(f"escalation: {where}.levels is a non-empty list of tables")
@@ -185,6 +203,7 @@ def _rule(raw: object, where: str) -> EscalationRule:
 def _level(raw: object, where: str) -> EscalationLevel:
     if not isinstance(raw, Mapping):
         raise ConfigurationError(f"escalation: {where} is a table")
+    _check_keys(raw, _LEVEL_KEYS, where)
     after_s = raw.get("after_s", 0.0)
     if isinstance(after_s, bool) or not isinstance(after_s, int | float):
         raise ConfigurationError(f"escalation: {where}.after_s is a number of seconds")

@@ -7,16 +7,39 @@ what to change.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from resilience.errors import ConfigurationError
+from resilience.escalation import EscalationPolicy, policy_from_mapping
+from resilience.notify.alert_store import GroupTiming
+from resilience.notify.email import Security
+from resilience.notify.pagerduty import EVENTS_URL
+from resilience.notify.sms import TWILIO_URL
+from resilience.notify.throttle import DEFAULT_LIMITS, ThrottleLimit
 from resilience.resources import ResourceConfig, defaults_for, resources_from_mapping
 
 __all__ = ["CONFIG_ENV", "Settings", "load_settings"]
@@ -27,6 +50,12 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # broker it is delivered again if that takes longer than the visibility timeout
 # (celery #2481, #4400). Countdowns stay below this share of it.
 VISIBILITY_SAFETY = 0.9
+
+# A list setting: a list in the config file; in the environment "a,b" (or a JSON list).
+CommaList = Annotated[list[str], NoDecode]
+# A table kept whole: a table in the config file; in the environment a JSON object. Decoded
+# by Settings._json_table so bad JSON is a ConfigurationError like any other bad value.
+JsonTable = Annotated[dict[str, Any], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -73,6 +102,46 @@ class Settings(BaseSettings):
     # file, merged over resilience.resources.DEFAULT_RESOURCES.
     resources: dict[str, Any] = Field(default_factory=dict)
 
+    # Notification channels (resilience/notify), built by worker/channels.py: a channel is
+    # built when its settings are complete, refused when they are partly given. An empty
+    # value counts as unset. Secrets are SecretStr: out of every repr, in secret_values().
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Security = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_sender: str | None = None
+    smtp_recipients: CommaList = Field(default_factory=list)
+    smtp_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+
+    slack_webhook_url: SecretStr | None = None
+    slack_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+
+    webhook_url: SecretStr | None = None
+    webhook_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+
+    sms_account_sid: str | None = None
+    sms_auth_token: SecretStr | None = None
+    sms_from_number: str | None = None
+    sms_to_numbers: CommaList = Field(default_factory=list)
+    sms_base_url: str = TWILIO_URL
+    sms_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_events_url: str = EVENTS_URL
+    pagerduty_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+
+    # The [escalation] table of the config file (resilience.escalation.policy_from_mapping);
+    # empty: the plan's DEFAULT_POLICY.
+    escalation: JsonTable = Field(default_factory=dict)
+    # [grouping]: Alertmanager's defaults (resilience.notify.alert_store.GroupTiming).
+    grouping_group_wait_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    grouping_group_interval_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+    grouping_repeat_interval_s: float = Field(default=4 * 3600.0, ge=0, allow_inf_nan=False)
+    grouping_resolve_after_s: float = Field(default=300.0, ge=0, allow_inf_nan=False)
+    # [notification_limits.<class>] tables, merged over resilience.notify.throttle.DEFAULT_LIMITS.
+    notification_limits: JsonTable = Field(default_factory=dict)
+
     log_level: str = "INFO"
     # Task events feed Flower; they cost a plain no-op task ~44% of its throughput under
     # prefork here (docs/BENCHMARKS.md), so they are opt-in.
@@ -111,6 +180,73 @@ class Settings(BaseSettings):
             raise ValueError(str(bad)) from None
         return self
 
+    @field_validator("smtp_recipients", "sms_to_numbers", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """A string is ``a,b`` (blanks around items and empty items dropped) or a JSON list."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError("is neither a comma-separated list nor a JSON list") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
+
+    @field_validator("escalation", "notification_limits", mode="before")
+    @classmethod
+    def _json_table(cls, value: object, info: ValidationInfo) -> object:
+        """A string (from the environment) is a JSON object."""
+        if not isinstance(value, str):
+            return value
+        variable = f"ALCHEMISER_{(info.field_name or '').upper()}"
+        try:
+            table = json.loads(value)
+        except ValueError as bad:
+            raise ValueError(f"{variable} is not JSON ({bad})") from None
+        if not isinstance(table, dict):
+            raise ValueError(f"{variable} is not a JSON object ({{...}})")
+        return table
+
+    @model_validator(mode="after")
+    def _notification_settings_valid(self) -> Self:
+        problems: list[str] = []
+        try:
+            _check_escalation_table(self.escalation)
+            policy_from_mapping(self.escalation)
+        except ConfigurationError as bad:
+            problems.append(str(bad))
+        try:
+            _limits_from_mapping(self.notification_limits)
+        except ConfigurationError as bad:
+            problems.append(str(bad))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def escalation_policy(self) -> EscalationPolicy:
+        """Who is told, on which channels, when: the ``[escalation]`` table, else the plan's
+        defaults."""
+        return policy_from_mapping(self.escalation)
+
+    @property
+    def grouping_timing(self) -> GroupTiming:
+        """How alike failures are grouped into one alert, and when a quiet one resolves."""
+        return GroupTiming(
+            group_wait_s=self.grouping_group_wait_s,
+            group_interval_s=self.grouping_group_interval_s,
+            repeat_interval_s=self.grouping_repeat_interval_s,
+            resolve_after_s=self.grouping_resolve_after_s,
+        )
+
+    @property
+    def notification_limits_config(self) -> dict[str, ThrottleLimit]:
+        """The notification rate limit of each severity class: the defaults, with the
+        ``[notification_limits.<class>]`` tables over them."""
+        return _limits_from_mapping(self.notification_limits)
+
     @property
     def resource_configs(self) -> dict[str, ResourceConfig]:
         """Every guarded resource: the broker's defaults with the config file's tables over
@@ -134,6 +270,17 @@ class Settings(BaseSettings):
             for s in (self.sentry_dsn, self.alpaca_api_key, self.alpaca_secret_key)
             if s is not None
         ]
+        values.extend(
+            s.get_secret_value()
+            for s in (
+                self.smtp_password,
+                self.slack_webhook_url,
+                self.webhook_url,
+                self.sms_auth_token,
+                self.pagerduty_routing_key,
+            )
+            if s is not None and s.get_secret_value()
+        )
         for url in (self.redis_url, self.effective_broker_url):
             password = _url_password(url)
             if password:
@@ -148,6 +295,86 @@ def _url_password(url: str) -> str | None:
         return None
 
 
+_ESCALATION_KEYS = frozenset({"rules", "default"})
+_RULE_KEYS = frozenset({"name", "severities", "error_types", "group_wait_s", "levels"})
+_DEFAULT_RULE_KEYS = frozenset({"name", "group_wait_s", "levels"})  # it has no conditions
+_LEVEL_KEYS = frozenset({"after_s", "channels", "fallback"})
+_LIMIT_KEYS = frozenset({"limit", "window_s"})
+
+
+def _check_escalation_table(raw: Mapping[str, Any]) -> None:
+    """What :func:`policy_from_mapping` lets through: keys it does not know (it ignores them,
+    so a misspelt condition, ``severity`` for ``severities``, would make a rule match every
+    notification) and delays of ``inf`` or ``nan`` (the alert store turns them into whole
+    microseconds). Tables of the wrong type are left to it to name."""
+    _check_keys(raw, _ESCALATION_KEYS, "escalation")
+    rules = raw.get("rules")
+    tables: list[tuple[str, object, frozenset[str]]] = []
+    if isinstance(rules, list):
+        tables.extend((f"rules[{i}]", rule, _RULE_KEYS) for i, rule in enumerate(rules))
+    if "default" in raw:
+        tables.append(("default", raw["default"], _DEFAULT_RULE_KEYS))
+    for where, rule, known in tables:
+        if not isinstance(rule, Mapping):
+            continue
+        _check_keys(rule, known, f"escalation: {where}")
+        _check_finite(rule, "group_wait_s", f"escalation: {where}")
+        levels = rule.get("levels")
+        if isinstance(levels, list):
+            for number, level in enumerate(levels):
+                if isinstance(level, Mapping):
+                    place = f"escalation: {where}.levels[{number}]"
+                    _check_keys(level, _LEVEL_KEYS, place)
+                    _check_finite(level, "after_s", place)
+
+
+def _check_finite(table: Mapping[Any, Any], key: str, where: str) -> None:
+    value = table.get(key)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigurationError(f"{where}.{key} is a finite number of seconds, got {value!r}")
+
+
+def _check_keys(table: Mapping[Any, Any], known: frozenset[str], where: str) -> None:
+    unknown = sorted(str(key) for key in set(table) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+
+
+def _limits_from_mapping(raw: Mapping[str, Any]) -> dict[str, ThrottleLimit]:
+    """:data:`DEFAULT_LIMITS` with ``{class: {limit, window_s}}`` over them (a table may give
+    one of the two); :class:`ConfigurationError` naming the place of a bad entry."""
+    limits = dict(DEFAULT_LIMITS)
+    for name, table in raw.items():
+        where = f"notification_limits.{name}"
+        if name not in DEFAULT_LIMITS:
+            raise ConfigurationError(
+                f"notification_limits: unknown class {name!r}; "
+                f"known: {', '.join(sorted(DEFAULT_LIMITS))}"
+            )
+        if not isinstance(table, Mapping):
+            raise ConfigurationError(f"{where} is a table of limit and window_s")
+        _check_keys(table, _LIMIT_KEYS, where)
+        limit = table.get("limit", DEFAULT_LIMITS[name].limit)
+        window_s = table.get("window_s", DEFAULT_LIMITS[name].window_s)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigurationError(f"{where}.limit is a whole number >= 1, got {limit!r}")
+        if (
+            isinstance(window_s, bool)
+            or not isinstance(window_s, int | float)
+            or not math.isfinite(window_s)
+            or window_s <= 0
+        ):
+            raise ConfigurationError(f"{where}.window_s is finite seconds > 0, got {window_s!r}")
+        limits[name] = ThrottleLimit(limit=limit, window_s=float(window_s))
+    return limits
+
+
+# Config file tables kept whole rather than flattened into section_key settings.
+_WHOLE_TABLES = frozenset({"resources", "escalation", "notification_limits"})
+
+
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``[deadletter] max_entries = 5`` becomes ``dlq_max_entries``-style keys: section_key."""
     aliases = {
@@ -159,8 +386,10 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     }
     flat: dict[str, Any] = {}
     for key, value in table.items():
-        if key == "resources" and not prefix:
-            flat[key] = value  # kept whole: resource names contain dots
+        if key in _WHOLE_TABLES and not prefix:
+            # Kept whole: resource names contain dots; escalation rules and notification
+            # limits are validated as one table each.
+            flat[key] = value
         elif isinstance(value, dict):
             section = aliases.get(key, key)
             flat.update(_flatten(value, f"{section}_" if section else ""))
@@ -193,3 +422,7 @@ def load_settings() -> Settings:
             for err in invalid.errors(include_input=False)
         )
         raise ConfigurationError(f"invalid settings: {problems}") from None
+    except SettingsError as undecodable:
+        # pydantic-settings decodes JSON settings (ALCHEMISER_RESOURCES) itself; its message
+        # names the field, not the value.
+        raise ConfigurationError(f"invalid settings: {undecodable}") from None

@@ -15,6 +15,7 @@ The decisions are Lua on Redis time (``alert_note.lua``, ``alert_flush.lua``).
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -49,7 +50,12 @@ class GroupTiming:
     def __post_init__(self) -> None:
         for name in ("group_wait_s", "group_interval_s", "repeat_interval_s", "resolve_after_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 raise ConfigurationError(f"grouping: {name} is seconds >= 0, got {value!r}")
         if self.group_interval_s <= 0:
             raise ConfigurationError("grouping: group_interval_s must be > 0")

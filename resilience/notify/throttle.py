@@ -13,6 +13,7 @@ told twice) and the decision is logged.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class ThrottleLimit:
     def __post_init__(self) -> None:
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
             raise ConfigurationError(f"a notification limit is a whole number >= 1: {self.limit!r}")
-        if not self.window_s > 0:
+        if not (isinstance(self.window_s, int | float) and 0 < self.window_s < math.inf):
             raise ConfigurationError(f"a notification window is > 0 seconds: {self.window_s!r}")
 
 

@@ -111,7 +111,10 @@ def test_a_config_with_levels_and_fallbacks() -> None:
         ({"rules": [{"levels": [{"channels": ["pager"]}]}]}, "unknown channel(s) pager"),
         ({"rules": [{"levels": [{"channels": []}]}]}, "at least one channel"),
         ({"rules": [{"levels": [{"channels": ["sms"], "fallback": ["fax"]}]}]}, "fax"),
-        ({"rules": [{"levels": [{"after_s": -1, "channels": ["sms"]}]}]}, "delay is >= 0"),
+        (
+            {"rules": [{"levels": [{"after_s": -1, "channels": ["sms"]}]}]},
+            "finite number of seconds >= 0",
+        ),
         ({"rules": [{"levels": [{"after_s": "soon", "channels": ["sms"]}]}]}, "number of seconds"),
         ({"rules": [{"severities": ["fatal"], "levels": [{"channels": ["sms"]}]}]}, "fatal"),
         (
@@ -161,3 +164,12 @@ def test_group_wait_per_rule() -> None:
         policy_from_mapping(
             {"rules": [{"group_wait_s": "soon", "levels": [{"channels": ["sms"]}]}]}
         )
+
+
+def test_an_unknown_key_is_refused_not_ignored() -> None:
+    """A misspelt key ("severity" for "severities") is refused: ignored, it would have made the
+    rule match every notification."""
+    with pytest.raises(ConfigurationError, match="unknown key"):
+        policy_from_mapping({"rules": [{"severity": ["low"], "levels": [{"channels": ["sms"]}]}]})
+    with pytest.raises(ConfigurationError, match="unknown key"):
+        policy_from_mapping({"rules": [{"levels": [{"channel": ["sms"]}]}]})
