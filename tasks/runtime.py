@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from celery import Celery
 
 from resilience.chaos import ChaosStore
+from resilience.notify.service import EscalationService
 from resilience.task import ResilienceRuntime
 from tasks.brokers.base import BrokerAdapter
 
@@ -24,6 +25,8 @@ class TradingRuntime:
     broker: BrokerAdapter
     chaos: ChaosStore
     order_ttl_s: float
+    # tasks.escalate's: alerts, the policy and the channels (None: it only logs).
+    escalation: EscalationService | None = None
 
 
 def trading_runtime(app: Celery) -> TradingRuntime:

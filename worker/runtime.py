@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import threading
 
+import structlog
+from redis import Redis
+
 from resilience.chaos import ChaosStore
 from resilience.classify import default_classifier
 from resilience.clock import Clock, SystemClock
@@ -16,15 +19,22 @@ from resilience.deadletter import DeadLetterStore
 from resilience.guard import Guard
 from resilience.handler import ErrorHandler
 from resilience.keys import KeySpace
+from resilience.notify.alert_store import AlertStore
+from resilience.notify.escalator import DeliveryStats, Escalator
+from resilience.notify.service import EscalationService
+from resilience.notify.throttle import NotificationThrottle
 from resilience.outcomes import OutcomeCounter
 from resilience.scrub import Scrubber
 from resilience.task import ResilienceRuntime
 from tasks.brokers.base import BrokerAdapter
 from tasks.brokers.paper import PaperBroker
 from tasks.runtime import TradingRuntime
+from worker.channels import build_channels, unconfigured
 from worker.settings import Settings
 
-__all__ = ["ACCOUNT_RESOURCE", "RuntimeProvider", "build_runtime"]
+__all__ = ["ACCOUNT_RESOURCE", "RuntimeProvider", "build_escalation", "build_runtime"]
+
+_log = structlog.get_logger("alchemiser.escalation")
 
 # The resource whose rate limit is the broker account's (tasks declare it; see tasks/trading.py).
 ACCOUNT_RESOURCE = "broker.api"
@@ -77,8 +87,28 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> TradingR
 
         broker = AlpacaBroker.from_settings(settings, on_rate_limit=hold_account_limit)
     return TradingRuntime(
-        resilience=resilience, broker=broker, chaos=chaos, order_ttl_s=settings.order_ttl_s
+        resilience=resilience,
+        broker=broker,
+        chaos=chaos,
+        order_ttl_s=settings.order_ttl_s,
+        escalation=build_escalation(settings, client, keys, clock),
     )
+
+
+def build_escalation(
+    settings: Settings, client: Redis, keys: KeySpace, clock: Clock
+) -> EscalationService:
+    """tasks.escalate's service: the fleet's alerts, the policy, the channels, the limits."""
+    for name in unconfigured(settings):
+        # Said once per process: the level's fallback (the console by default) takes over.
+        _log.warning("notification_channel_not_configured", channel=name)
+    escalator = Escalator(
+        build_channels(settings),
+        NotificationThrottle(client, keys, settings.notification_limits_config),
+        DeliveryStats(client, keys),
+    )
+    store = AlertStore(client, keys, settings.grouping_timing)
+    return EscalationService(store, settings.escalation_policy, escalator, clock)
 
 
 class RuntimeProvider:
