@@ -27,7 +27,12 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["HttpReceiver", "ReceivedRequest", "Reply"]
+__all__ = [
+    "HttpReceiver",
+    "ReceivedRequest",
+    "Reply",
+    "closed_port",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,3 +265,11 @@ class _Server(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
             return
         super().handle_error(request, client_address)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, read and released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

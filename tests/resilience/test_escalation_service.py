@@ -3,8 +3,6 @@ channels, an injected clock)."""
 
 from __future__ import annotations
 
-from collections import deque
-
 import pytest
 import redis
 
@@ -18,23 +16,7 @@ from resilience.notify.escalator import DeliveryStats, Escalator
 from resilience.notify.model import Notification, notification_to_json
 from resilience.notify.service import MAX_CHANNEL_RETRIES, EscalationService
 from resilience.notify.throttle import NotificationThrottle
-
-
-class ScriptedChannel:
-    """Answers from a script, then delivers; records what it was sent."""
-
-    def __init__(self, name: str, *answers: Delivery) -> None:
-        self._name = name
-        self._answers = deque(answers)
-        self.sent: list[Notification] = []
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def send(self, notification: Notification) -> Delivery:
-        self.sent.append(notification)
-        return self._answers.popleft() if self._answers else Delivery.ok(self._name, 0.01)
+from tests.fakes.channels import ScriptedChannel
 
 
 def failure(n: int, severity: str = "critical") -> ErrorNotificationData:

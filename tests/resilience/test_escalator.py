@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, replace
 
 import pytest
@@ -21,23 +20,7 @@ from resilience.notify.model import (
     notification_to_json,
 )
 from resilience.notify.throttle import NotificationThrottle
-
-
-class ScriptedChannel:
-    """A channel answering from a script (then delivered), recording what it was sent."""
-
-    def __init__(self, name: str, *answers: Delivery) -> None:
-        self._name = name
-        self._answers = deque(answers)
-        self.sent: list[Notification] = []
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def send(self, notification: Notification) -> Delivery:
-        self.sent.append(notification)
-        return self._answers.popleft() if self._answers else Delivery.ok(self._name, 0.01)
+from tests.fakes.channels import ScriptedChannel
 
 
 def failed(channel: str, reason: FailureReason, retry_after_s: float | None = None) -> Delivery:

@@ -8,8 +8,7 @@ which logs what arrived; the console channel's log line is captured with structl
 from __future__ import annotations
 
 import base64
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from resilience.notify.slack import SlackChannel, SlackConfig
 from resilience.notify.sms import SmsChannel, SmsConfig
 from resilience.notify.webhook import WebhookChannel, WebhookConfig
 from resilience.policy import ErrorSeverity
-from tests.fakes.http_receiver import HttpReceiver, ReceivedRequest, Reply
+from tests.fakes.http_receiver import HttpReceiver, ReceivedRequest, Reply, closed_port
 
 # Planted secrets, mixed case with digits like real ones (a Slack webhook path segment, a
 # bearer token, a Twilio auth token, a PagerDuty routing key).
@@ -47,28 +46,6 @@ TO_B = "+15005550009"
 MESSAGES_PATH = f"/2010-04-01/Accounts/{SID}/Messages.json"
 TWILIO_CREATED = Reply(201, b'{"sid": "SM0001", "status": "queued"}', {"Content-Type": "json"})
 PD_ACCEPTED = Reply(202, b'{"status": "success", "message": "Event processed"}')
-
-
-@pytest.fixture
-def receiver() -> Iterator[HttpReceiver]:
-    """A started receiver on a free loopback port; stopped, its threads joined, afterwards."""
-    with HttpReceiver() as started:
-        yield started
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    """A requests session, closed afterwards."""
-    with requests.Session() as opened:
-        yield opened
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, read and released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def notification(severity: ErrorSeverity = ErrorSeverity.CRITICAL) -> Notification:

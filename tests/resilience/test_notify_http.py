@@ -7,9 +7,7 @@ Every send goes to a real local receiver (:class:`~tests.fakes.http_receiver.Htt
 from __future__ import annotations
 
 import base64
-import socket
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import formatdate
 
@@ -20,34 +18,12 @@ from hypothesis import strategies as st
 
 from resilience.notify.channel import Delivery, FailureReason
 from resilience.notify.http_post import parse_retry_after, post
-from tests.fakes.http_receiver import HttpReceiver, Reply
+from tests.fakes.http_receiver import HttpReceiver, Reply, closed_port
 
 NOW_S = 1_800_000_000.0  # an injected wall time: 2027-01-15T08:00:00Z
 SECRET_PATH = "/services/T000/B000/sekrit-token-123"
 SECRET_QUERY = "token=sekrit-q"
 SLACK_URL = f"https://hooks.slack.com{SECRET_PATH}"  # what a receiver might echo in its body
-
-
-@pytest.fixture
-def receiver() -> Iterator[HttpReceiver]:
-    """A started receiver on a free loopback port; stopped, its threads joined, afterwards."""
-    with HttpReceiver() as started:
-        yield started
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    """A requests session, closed afterwards."""
-    with requests.Session() as opened:
-        yield opened
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, read and released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def send(session: requests.Session, url: str, *, timeout_s: float = 5.0) -> Delivery:
