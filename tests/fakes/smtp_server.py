@@ -27,6 +27,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -188,6 +189,7 @@ class SmtpTransaction:
     reply: str
     login: str | None
     tls: bool
+    received_at_s: float = 0.0  # wall time the DATA ended (Unix seconds)
 
     @property
     def accepted(self) -> bool:
@@ -342,6 +344,7 @@ class SmtpServer:
                     reply=reply,
                     login=session.auth_data if session.authenticated else None,
                     tls=tls,
+                    received_at_s=time.time(),
                 )
             )
         return reply
