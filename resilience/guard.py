@@ -44,7 +44,7 @@ __all__ = ["Admission", "Guard", "Outcome", "Permit", "RecordResult", "RetryKind
 
 _log = structlog.get_logger("alchemiser.guard")
 
-LIBRARY = "guard_lib"
+LIBRARY = ("clock_lib", "guard_lib")
 RetryKind = Literal["retry", "timeout"]
 _NOTHING_LATE = Late()
 

@@ -19,6 +19,7 @@ from redis.client import Pipeline
 
 from resilience.clock import Clock
 from resilience.errors import ConfigurationError
+from resilience.guard import LIBRARY
 from resilience.keys import KeySpace
 from resilience.resources import ResourceConfig, config_argv
 from resilience.scripts import register
@@ -158,7 +159,7 @@ class GuardStatus:
         self._keys = keys
         self._resources = dict(resources)
         self._server_clock = server_clock
-        self._admin = register(client, "resilience", "guard_admin", library="guard_lib")
+        self._admin = register(client, "resilience", "guard_admin", library=LIBRARY)
 
     def breakers(self) -> list[BreakerStatus]:
         """Every configured breaker, by name."""

@@ -20,15 +20,16 @@ def lua_source(package: str, name: str) -> str:
     return resources.files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
-def script_source(package: str, name: str, *, library: str | None = None) -> str:
-    """The text of ``<package>/lua/<name>.lua`` with ``library`` (a ``.lua`` file of the same
-    package) prepended, since Lua scripts cannot call one another."""
-    source = lua_source(package, name)
-    if library is not None:
-        source = f"{lua_source(package, library)}\n{source}"
-    return source
+Libraries = str | tuple[str, ...] | None
 
 
-def register(client: Redis, package: str, name: str, *, library: str | None = None) -> Script:
+def script_source(package: str, name: str, *, library: Libraries = None) -> str:
+    """The text of ``<package>/lua/<name>.lua`` with ``library`` (one ``.lua`` file of the same
+    package, or several in order) prepended, since Lua scripts cannot call one another."""
+    libraries = (library,) if isinstance(library, str) else library or ()
+    return "\n".join([*(lua_source(package, lib) for lib in libraries), lua_source(package, name)])
+
+
+def register(client: Redis, package: str, name: str, *, library: Libraries = None) -> Script:
     """A callable script bound to ``client`` (see :func:`script_source`)."""
     return client.register_script(script_source(package, name, library=library))

@@ -12,13 +12,7 @@
 -- severity, count, examples (JSON), opened (µs)} with action one of notify, repeat, resolve,
 -- none, stale. (A group is resolved only once all its failures were told, so a level was.)
 
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local now = server_now_us(ARGV[1])
 local expected, group_interval = tonumber(ARGV[2]), tonumber(ARGV[3])
 local repeat_interval, resolve_after = tonumber(ARGV[4]), tonumber(ARGV[5])
 local n_levels = tonumber(ARGV[6])

@@ -8,13 +8,7 @@
 -- Returns {opened (1/0), alert id, next flush (µs)}.
 
 local RANK = { low = 0, medium = 1, high = 2, critical = 3 }
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local now = server_now_us(ARGV[1])
 local new_id, group, rule, severity = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local example, group_wait_us, max_examples = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 

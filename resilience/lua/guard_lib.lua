@@ -1,5 +1,5 @@
--- Shared by guard_admit.lua, guard_record.lua and guard_admin.lua: it is prepended to each at
--- load time (Lua scripts cannot call each other). Every decision uses Redis server time, so
+-- Shared by guard_admit.lua, guard_record.lua, guard_settle.lua and guard_admin.lua: it is
+-- prepended to each at load time, after clock_lib.lua (Lua scripts cannot call each other). Every decision uses Redis server time, so
 -- workers whose clocks disagree still agree on the breaker and the limiter.
 --
 -- Per resource the caller passes KEYS_PER_RESOURCE keys, all under one hash tag:
@@ -15,14 +15,6 @@ local EVENTS_MAXLEN = 1000
 
 local CLOSED, OPEN, HALF_OPEN = 'closed', 'open', 'half_open'
 local FORCED_OPEN, DISABLED = 'forced_open', 'disabled'
-
-local function server_now_us(override)
-  if override ~= nil and override ~= '' then
-    return tonumber(override)
-  end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
 
 local function resource_keys(index)
   local base = (index - 1) * KEYS_PER_RESOURCE

@@ -6,13 +6,7 @@
 -- window_us, limit, id of this notification.
 -- Returns {sent (1/0), held back (taken when sent, so far when not), retry_after_us}.
 
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local now = server_now_us(ARGV[1])
 local window_us, limit, id = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local keep_ms = math.floor(window_us / 1000) + 1
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -32,7 +31,7 @@ from resilience.notify.model import MAX_EXAMPLES, Example, Notification, group_k
 from resilience.policy import ErrorSeverity
 from resilience.scripts import register
 
-__all__ = ["AlertState", "AlertStore", "Flush", "GroupTiming", "Noted", "channels_of"]
+__all__ = ["AlertState", "AlertStore", "Flush", "GroupTiming", "Noted"]
 
 FlushAction = Literal["notify", "repeat", "resolve", "none", "stale"]
 _FLUSH_ACTIONS: tuple[FlushAction, ...] = ("notify", "repeat", "resolve", "none", "stale")
@@ -110,8 +109,8 @@ class AlertStore:
         self._keys = keys
         self.timing = timing or GroupTiming()
         self._server_clock = server_clock
-        self._note = register(client, "resilience", "alert_note")
-        self._flush = register(client, "resilience", "alert_flush")
+        self._note = register(client, "resilience", "alert_note", library="clock_lib")
+        self._flush = register(client, "resilience", "alert_flush", library="clock_lib")
         self._ack = register(client, "resilience", "alert_ack")
 
     def _now(self) -> str:
@@ -207,13 +206,3 @@ class AlertStore:
                 )
             )
         return sorted(states, key=lambda s: s.opened_at_s)
-
-
-def channels_of(rule: EscalationRule, levels: Sequence[int]) -> list[str]:
-    """The channels of the given levels of ``rule``, each once, in order."""
-    channels: list[str] = []
-    for index in levels:
-        for channel in rule.levels[index].channels:
-            if channel not in channels:
-                channels.append(channel)
-    return channels

@@ -97,7 +97,7 @@ class NotificationThrottle:
         self._keys = keys
         self._limits = dict(limits)
         self._server_clock = server_clock
-        self._admit = register(client, "resilience", "notify_throttle")
+        self._admit = register(client, "resilience", "notify_throttle", library="clock_lib")
 
     def admit(
         self, notification: Notification, notification_id: str | None = None

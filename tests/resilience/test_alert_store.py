@@ -12,7 +12,7 @@ from resilience.context import ErrorNotificationData
 from resilience.errors import ConfigurationError
 from resilience.escalation import DEFAULT_POLICY, EscalationLevel, EscalationRule
 from resilience.keys import KeySpace
-from resilience.notify.alert_store import AlertStore, GroupTiming, channels_of
+from resilience.notify.alert_store import AlertStore, GroupTiming
 from resilience.notify.model import MAX_EXAMPLES, NotificationStatus
 from resilience.policy import ErrorSeverity
 
@@ -47,6 +47,14 @@ def failure(n: int = 1, **changes: Any) -> ErrorNotificationData:
 
 
 GROUP = "OrderExecutionError:trading"
+
+
+def channels_of(rule: EscalationRule, levels: range) -> list[str]:
+    """The channels of the given levels of ``rule``, each once, in order."""
+    channels: list[str] = []
+    for index in levels:
+        channels.extend(c for c in rule.levels[index].channels if c not in channels)
+    return channels
 
 
 @pytest.fixture

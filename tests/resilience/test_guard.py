@@ -29,7 +29,7 @@ from resilience.resources import (
     RetryBudgetConfig,
     resources_from_mapping,
 )
-from resilience.scripts import script_source
+from resilience.scripts import lua_source
 from tests.builders import breaker, guarded
 
 US = 1_000_000
@@ -648,9 +648,7 @@ def test_gcra_state_outlives_its_tat_by_a_millisecond(
     the next admission start from "now" (seen as 56 admitted in a 1 s window of a 50/s + 5
     limit, whose bound is 55)."""
     keep = client.register_script(
-        script_source("resilience", "guard_settle", library="guard_lib").split(
-            "\n-- Settles the successes"
-        )[0]
+        lua_source("resilience", "guard_lib")
         + "\nreturn gcra_keep_ms(tonumber(ARGV[1]), tonumber(ARGV[2]))"
     )
     now = 1_795_900_000_123_456
