@@ -1,16 +1,20 @@
 -- What an alert's scheduled flush does now (Alertmanager's group_interval and repeat_interval,
--- with escalation levels): tell the levels reached of failures not yet told; tell a newly
--- reached level; remind after repeat_interval; resolve once the group was quiet for
--- resolve_after and everything was told. An acknowledged alert reaches no further level and
--- sends no reminders. Only the flush the alert expects acts (a stale or duplicate one returns
--- 'stale'), so exactly one chain of flushes runs per alert.
+-- with escalation levels): tell the levels reached what is new in the group (the alert itself,
+-- an operation failing in it for the first time, a rise of severity: `news`, counted by
+-- alert_note.lua); tell a newly reached level; remind after repeat_interval, with the count so
+-- far, while the alert is unacknowledged. An alert is resolved once its group was quiet for
+-- resolve_after, everything new was told and it escalated as far as it will (its last level
+-- told, or acknowledged): an unacknowledged alert reaches its next level at its delay even when
+-- the failures stopped. An acknowledged alert reaches no further level and sends no
+-- reminders. Only the flush the alert expects acts (a stale or duplicate one returns 'stale'),
+-- so exactly one chain of flushes runs per alert.
 --
 -- KEYS: the alert's hash, the index of open alerts.
 -- ARGV: now override, the flush time this call was scheduled for (µs), group_interval_us,
 -- repeat_interval_us, resolve_after_us, level count, then each level's delay after opening (µs).
 -- Returns {action, first level, last level, next flush (µs, 0: none), alert id, status,
 -- severity, count, examples (JSON), opened (µs)} with action one of notify, repeat, resolve,
--- none, stale. (A group is resolved only once all its failures were told, so a level was.)
+-- none, stale.
 
 local now = server_now_us(ARGV[1])
 local expected, group_interval = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -18,13 +22,13 @@ local repeat_interval, resolve_after = tonumber(ARGV[4]), tonumber(ARGV[5])
 local n_levels = tonumber(ARGV[6])
 
 local v = redis.call('HMGET', KEYS[1], 'status', 'opened_us', 'last_failure_us', 'count',
-  'sent_count', 'sent_level', 'last_sent_us', 'next_flush_us', 'alert_id', 'severity', 'examples')
+  'news', 'sent_level', 'last_sent_us', 'next_flush_us', 'alert_id', 'severity', 'examples')
 local status = v[1]
 if not status or status == 'resolved' or tonumber(v[8]) ~= expected then
   return { 'stale', 0, -1, 0 }
 end
 local opened, last_failure, count = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
-local sent_count, sent_level, last_sent = tonumber(v[5]), tonumber(v[6]), tonumber(v[7])
+local news, sent_level, last_sent = tonumber(v[5]), tonumber(v[6]), tonumber(v[7])
 local acked = status == 'acknowledged'
 local function after(level) return tonumber(ARGV[7 + level]) end -- level counts from 0
 
@@ -38,7 +42,10 @@ local function reply(action, first, last, next_flush)
   return { action, first, last, next_flush, v[9], status, v[10], count, v[11], opened }
 end
 
-if now - last_failure >= resolve_after and count == sent_count then
+-- (Acknowledged before any level was told, there is nobody to tell what is new.)
+local told = news == 0 or (acked and sent_level < 0)
+local escalated = acked or sent_level >= n_levels - 1
+if now - last_failure >= resolve_after and told and escalated then
   redis.call('HSET', KEYS[1], 'status', 'resolved', 'next_flush_us', 0)
   redis.call('HDEL', KEYS[2], v[9])
   return reply('resolve', 0, sent_level, 0)
@@ -46,7 +53,7 @@ end
 
 local action, first, last = 'none', 0, -1
 if reached >= 0 then
-  if count > sent_count then
+  if news > 0 then
     action, first, last = 'notify', 0, reached
   elseif reached > sent_level then
     action, first, last = 'notify', sent_level + 1, reached
@@ -54,7 +61,7 @@ if reached >= 0 then
     action, first, last = 'repeat', 0, reached
   end
   if action ~= 'none' then
-    redis.call('HSET', KEYS[1], 'sent_count', count, 'sent_level', math.max(sent_level, reached),
+    redis.call('HSET', KEYS[1], 'news', 0, 'sent_level', math.max(sent_level, reached),
       'last_sent_us', now)
   end
 end

@@ -9,6 +9,12 @@ when the next flush is due (``group_interval`` later, or a level's delay if soon
 flushes per alert, each scheduled by the one before, so they survive worker restarts like any
 task message. ``alchemiser alerts ack ID`` (:meth:`ack`) stops further levels and reminders.
 
+As in Alertmanager, a flush notifies when the group changed (it opened, an operation failed in it
+for the first time, its severity rose) or a level is newly reached; more of the same failures are
+counted and told by the reminder after ``repeat_interval``, by the next level, and by the
+resolved notice. An unacknowledged alert stays open until its last level was told, so a burst
+that stopped still escalates at each level's delay.
+
 The decisions are Lua on Redis time (``alert_note.lua``, ``alert_flush.lua``).
 """
 
@@ -31,7 +37,11 @@ from resilience.notify.model import MAX_EXAMPLES, Example, Notification, group_k
 from resilience.policy import ErrorSeverity
 from resilience.scripts import register
 
-__all__ = ["AlertState", "AlertStore", "Flush", "GroupTiming", "Noted"]
+__all__ = ["MAX_MEMBERS", "AlertState", "AlertStore", "Flush", "GroupTiming", "Noted"]
+
+# The distinct operations an alert tracks to tell when one fails in its group for the first
+# time; beyond them a new operation is only counted (operations are a handful of task names).
+MAX_MEMBERS = 64
 
 FlushAction = Literal["notify", "repeat", "resolve", "none", "stale"]
 _FLUSH_ACTIONS: tuple[FlushAction, ...] = ("notify", "repeat", "resolve", "none", "stale")
@@ -133,6 +143,8 @@ class AlertStore:
                 json.dumps(asdict(Example.from_data(failure))),
                 int(group_wait_s * 1e6),
                 MAX_EXAMPLES,
+                failure["operation"],
+                MAX_MEMBERS,
             ],
         )
         return Noted(

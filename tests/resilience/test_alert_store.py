@@ -95,59 +95,60 @@ def test_a_hundred_failures_within_group_wait_are_one_notification_of_count_100(
     assert channels_of(ONE_LEVEL, flush.levels) == ["email", "slack"]
 
 
-def test_repeat_when_nothing_new_for_repeat_interval(
-    client: redis.Redis, keys: KeySpace, clock: ManualClock
+def test_a_group_still_failing_is_reminded_once_per_repeat_interval_with_the_total(
+    store: AlertStore, clock: ManualClock
 ) -> None:
-    """With a long resolve_after (still firing, nothing new), the first flush after
-    repeat_interval reminds, once; the flushes before it send nothing."""
-    store = AlertStore(
-        client,
-        keys,
-        GroupTiming(
-            group_wait_s=30.0,
-            group_interval_s=300.0,
-            repeat_interval_s=3600.0,
-            resolve_after_s=86_400.0,
-        ),
-        server_clock=clock,
-    )
+    """Alertmanager's timing with its defaults: the same failure every minute for 4 h 10 min
+    is told once, then counted; the first flush 4 h after the notification reminds, once, with
+    the count so far. (Before, each group_interval re-notified and no reminder was ever due.)"""
     noted = store.note(failure(1), ONE_LEVEL)
     clock.set(noted.flush_at_s)
     flush = store.flush(GROUP, ONE_LEVEL, noted.flush_at_s)
-    assert flush.action == "notify"
+    assert (flush.action, flush.notification and flush.notification.count) == ("notify", 1)
+    told_at, notes, sent = clock.now_s(), 1, []
+    while clock.now_s() < told_at + 4 * 3600 + 600:
+        clock.advance(60.0)
+        notes += 1
+        store.note(failure(notes), ONE_LEVEL)
+        assert flush.next_flush_at_s is not None
+        if clock.now_s() >= flush.next_flush_at_s:
+            flush = store.flush(GROUP, ONE_LEVEL, flush.next_flush_at_s)
+            if flush.action != "none":
+                assert flush.notification is not None
+                sent.append((flush.action, clock.now_s() - told_at, flush.notification.count))
+    assert sent == [("repeat", 4 * 3600.0, 1 + 4 * 3600 // 60)]
+
+
+def test_what_is_new_in_the_group_is_told_at_the_next_flush(
+    store: AlertStore, clock: ManualClock
+) -> None:
+    """An operation failing in the group for the first time, and a rise of severity, are news:
+    each is told at the next flush with the group's total; more of the same is not."""
+    noted = store.note(failure(1), ONE_LEVEL)
+    clock.set(noted.flush_at_s)
+    flush = store.flush(GROUP, ONE_LEVEL, noted.flush_at_s)
     actions = []
-    for _ in range(13):
+    for changes in (
+        {},
+        {"operation": "cancel_order", "task_name": "tasks.cancel_order"},
+        {"operation": "cancel_order", "task_name": "tasks.cancel_order"},
+        {"severity": "critical"},
+    ):
+        clock.advance(60.0)
+        store.note(failure(len(actions) + 2, **changes), ONE_LEVEL)
         assert flush.next_flush_at_s is not None
         clock.set(flush.next_flush_at_s)
         flush = store.flush(GROUP, ONE_LEVEL, flush.next_flush_at_s)
-        actions.append(flush.action)
-    assert actions == ["none"] * 11 + ["repeat", "none"]
-    assert flush.notification is None
-
-
-def test_new_failures_between_flushes_are_told_with_the_total(
-    store: AlertStore, clock: ManualClock
-) -> None:
-    """Failures after a notification are told at the next flush, with the group's total."""
-    noted = store.note(failure(1), ONE_LEVEL)
-    clock.set(noted.flush_at_s)
-    flush = store.flush(GROUP, ONE_LEVEL, noted.flush_at_s)
-    for n in range(2, 5):
-        store.note(failure(n), ONE_LEVEL)
-    assert flush.next_flush_at_s is not None
-    clock.set(flush.next_flush_at_s)
-    flush = store.flush(GROUP, ONE_LEVEL, flush.next_flush_at_s)
-    assert flush.action == "notify"
-    assert flush.notification is not None
-    assert flush.notification.count == 4
+        actions.append((flush.action, flush.notification and flush.notification.count))
+    assert actions == [("none", None), ("notify", 3), ("none", None), ("notify", 5)]
 
 
 def test_an_unacknowledged_alert_reaches_the_next_level_at_its_delay(
-    client: redis.Redis, keys: KeySpace, clock: ManualClock
+    store: AlertStore, clock: ManualClock
 ) -> None:
-    """Level 1 (900 s after opening) is told at exactly its delay, on its own channels; the
-    flushes before it send nothing new."""
-    store = AlertStore(client, keys, GroupTiming(resolve_after_s=86_400.0), server_clock=clock)
+    """Level 1 (900 s after opening) is told at exactly its delay, on its own channels, though
+    the only failure was long before (before, the quiet group was resolved at 330 s and level 1
+    was never told); the flushes before it send nothing new; the next one resolves it."""
     noted = store.note(failure(1), TWO_LEVELS)
     opened_at = noted.flush_at_s - 30.0
     clock.set(noted.flush_at_s)
@@ -161,13 +162,36 @@ def test_an_unacknowledged_alert_reaches_the_next_level_at_its_delay(
         steps.append((clock.now_s() - opened_at, flush.action))
     assert steps == [(330.0, "none"), (630.0, "none"), (900.0, "notify")]
     assert channels_of(TWO_LEVELS, flush.levels) == ["pagerduty", "slack"]
+    assert flush.next_flush_at_s is not None
+    clock.set(flush.next_flush_at_s)
+    resolved = store.flush(GROUP, TWO_LEVELS, flush.next_flush_at_s)
+    assert (resolved.action, list(resolved.levels)) == ("resolve", [0, 1])
+
+
+def test_an_alert_acknowledged_before_anyone_was_told_is_resolved_quietly(
+    store: AlertStore, clock: ManualClock
+) -> None:
+    """Acknowledged while its only level (5 minutes) was still ahead: nobody is told, and once
+    the group is quiet the alert is resolved with no level to tell, ending its chain."""
+    high = DEFAULT_POLICY.rules[2]
+    noted = store.note(failure(1), high)
+    assert store.ack(noted.alert_id) is True
+    at: float | None = noted.flush_at_s
+    actions = []
+    while at is not None and len(actions) < 10:
+        clock.set(at)
+        flush = store.flush(GROUP, high, at)
+        actions.append((flush.action, list(flush.levels)))
+        at = flush.next_flush_at_s
+    assert actions == [("none", []), ("resolve", [])]
+    assert store.open_alerts() == []
 
 
 def test_an_acknowledged_alert_does_not_reach_the_next_level(
     store: AlertStore, clock: ManualClock
 ) -> None:
     """Acknowledged before level 1's time: the flush at 900 s tells nobody new, and no later
-    flush does either."""
+    flush does either; news of the group still reaches the level already told."""
     noted = store.note(failure(1), TWO_LEVELS)
     clock.set(noted.flush_at_s)
     flush = store.flush(GROUP, TWO_LEVELS, noted.flush_at_s)
@@ -176,7 +200,7 @@ def test_an_acknowledged_alert_does_not_reach_the_next_level(
     for _ in range(10):
         assert flush.next_flush_at_s is not None
         clock.set(flush.next_flush_at_s)
-        store.note(failure(2), TWO_LEVELS)
+        store.note(failure(2, operation="cancel_order"), TWO_LEVELS)
         flush = store.flush(GROUP, TWO_LEVELS, flush.next_flush_at_s)
         seen_levels.update(flush.levels)
     assert clock.now_s() - (noted.flush_at_s - 30.0) > 900.0
