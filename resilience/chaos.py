@@ -9,6 +9,7 @@ lost response: the ambiguous failure that idempotency must survive).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -128,13 +129,26 @@ class ChaosStore:
         self._client.hset(self._keys.chaos_rules, _field(rule.target, rule.phase), rule.to_json())
 
     def clear(self, target: str | None = None) -> int:
-        """Remove one target's rules, or every rule; returns how many were removed."""
+        """Remove one target's rules, or every rule and the clock shift; returns how many rules
+        were removed."""
         if target is None:
             removed = int(self._client.hlen(self._keys.chaos_rules))
-            self._client.delete(self._keys.chaos_rules)
+            self._client.delete(self._keys.chaos_rules, self._keys.chaos_clock_shift)
             return removed
         fields = [_field(target, "before"), _field(target, "after")]
         return int(self._client.hdel(self._keys.chaos_rules, *fields))
+
+    def shift_clock(self, seconds: float) -> float:
+        """Move the fleet's escalation clock (:class:`resilience.server_clock.ServerClock`)
+        ``seconds`` further ahead (negative: back); returns the whole shift now in force."""
+        if not math.isfinite(seconds):
+            raise ValueError(f"a clock shift is a finite number of seconds, got {seconds!r}")
+        return float(self._client.incrbyfloat(self._keys.chaos_clock_shift, seconds))
+
+    def clock_shift_s(self) -> float:
+        """How far ahead the fleet's escalation clock runs, in seconds."""
+        shift = self._client.get(self._keys.chaos_clock_shift)
+        return float(shift) if shift else 0.0
 
     def rules(self) -> list[ChaosRule]:
         """Every active rule (expired ones are dropped lazily when consulted)."""

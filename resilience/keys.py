@@ -112,6 +112,11 @@ class KeySpace:
     def chaos_fired(self) -> str:
         return self._key("chaos", "fired")
 
+    @property
+    def chaos_clock_shift(self) -> str:
+        """Seconds the fleet's escalation clock runs ahead of Redis time (a drill's time jump)."""
+        return self._key("chaos", "clock_shift")
+
     # Task outcome counters
     @property
     def outcomes(self) -> str:

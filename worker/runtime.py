@@ -25,6 +25,7 @@ from resilience.notify.service import EscalationService
 from resilience.notify.throttle import NotificationThrottle
 from resilience.outcomes import OutcomeCounter
 from resilience.scrub import Scrubber
+from resilience.server_clock import ServerClock
 from resilience.task import ResilienceRuntime
 from tasks.brokers.base import BrokerAdapter
 from tasks.brokers.paper import PaperBroker
@@ -91,14 +92,13 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> TradingR
         broker=broker,
         chaos=chaos,
         order_ttl_s=settings.order_ttl_s,
-        escalation=build_escalation(settings, client, keys, clock),
+        escalation=build_escalation(settings, client, keys),
     )
 
 
-def build_escalation(
-    settings: Settings, client: Redis, keys: KeySpace, clock: Clock
-) -> EscalationService:
-    """tasks.escalate's service: the fleet's alerts, the policy, the channels, the limits."""
+def build_escalation(settings: Settings, client: Redis, keys: KeySpace) -> EscalationService:
+    """tasks.escalate's service: the fleet's alerts, the policy, the channels, the limits, on
+    the fleet's clock (Redis time, so every worker's countdowns agree with the alerts')."""
     for name in unconfigured(settings):
         # Said once per process: the level's fallback (the console by default) takes over.
         _log.warning("notification_channel_not_configured", channel=name)
@@ -107,7 +107,8 @@ def build_escalation(
         NotificationThrottle(client, keys, settings.notification_limits_config),
         DeliveryStats(client, keys),
     )
-    store = AlertStore(client, keys, settings.grouping_timing)
+    clock = ServerClock(client, keys)
+    store = AlertStore(client, keys, settings.grouping_timing, server_clock=clock)
     return EscalationService(store, settings.escalation_policy, escalator, clock)
 
 

@@ -12,6 +12,7 @@ from resilience.chaos import ChaosHTTPError, ChaosRule, ChaosStore, build_fault
 from resilience.classify import default_classifier
 from resilience.errors import MarketDataError, RateLimitError
 from resilience.keys import KeySpace
+from resilience.server_clock import ServerClock
 
 TARGET = "broker.submit_order"
 
@@ -277,3 +278,38 @@ def test_fired_counts_per_target(store: ChaosStore) -> None:
         store.strike(TARGET, "after")
     assert _strikes(store, 3, target="broker.get_quote") == 3
     assert store.fired() == {TARGET: 3, "broker.get_quote": 3}
+
+
+# --- the fleet's escalation clock -------------------------------------------------------------
+
+
+def test_the_server_clock_is_redis_time_plus_the_shift_a_drill_set(
+    client: redis.Redis, keys: KeySpace, store: ChaosStore
+) -> None:
+    """Unshifted it reads Redis TIME; shifts add up, go back, and `clear` resets them."""
+    clock = ServerClock(client, keys)
+
+    def redis_now() -> float:
+        seconds, micros = client.time()
+        return seconds + micros / 1e6
+
+    before = redis_now()
+    unshifted = clock.now_s()
+    assert before <= unshifted <= redis_now()
+    assert store.clock_shift_s() == 0.0
+    assert store.shift_clock(3600.0) == 3600.0
+    assert store.shift_clock(-600.5) == 2999.5
+    assert store.clock_shift_s() == 2999.5
+    before = redis_now()
+    shifted = clock.now_s()
+    assert before + 2999.5 <= shifted <= redis_now() + 2999.5
+    store.clear()
+    assert store.clock_shift_s() == 0.0
+    assert clock.now_s() < before + 60
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), float("-inf"), float("nan")])
+def test_a_clock_shift_must_be_finite(store: ChaosStore, seconds: float) -> None:
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        store.shift_clock(seconds)
+    assert store.clock_shift_s() == 0.0

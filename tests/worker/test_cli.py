@@ -112,7 +112,7 @@ def test_command_tree_matches_the_contract() -> None:
         "order": ("submit", "cancel"),
         "paper": ("orders",),
         "dlq": ("list", "show", "replay", "discard"),
-        "chaos": ("inject", "clear", "list"),
+        "chaos": ("inject", "clear", "list", "clock"),
     }.items():
         listing = run(group, "--help")
         assert listing.exit_code == 0
@@ -457,6 +457,19 @@ def test_chaos_inject_list_clear_round_trip(ns: str) -> None:
     assert as_json(run("chaos", "clear", "broker.submit_order", "--json")) == {"removed": 1}
     assert as_json(run("chaos", "list", "--json")) == []
     assert "removed 0 rules" in run("chaos", "clear").stdout
+
+
+def test_chaos_clock_shows_moves_and_clear_resets_the_escalation_clock(ns: str) -> None:
+    """`chaos clock` shows the shift, `chaos clock S` adds to it (`-- -S` takes back), and
+    `chaos clear` resets it."""
+    assert as_json(run("chaos", "clock", "--json")) == {"clock_shift_s": 0.0}
+    assert "+3600 s" in run("chaos", "clock", "3600").stdout
+    assert as_json(run("chaos", "clock", "--json", "--", "-600")) == {"clock_shift_s": 3000.0}
+    refused = run("chaos", "clock", "inf")
+    assert refused.exit_code == 2
+    assert "finite number of seconds" in refused.output
+    run("chaos", "clear")
+    assert as_json(run("chaos", "clock", "--json")) == {"clock_shift_s": 0.0}
 
 
 @pytest.mark.parametrize(

@@ -118,6 +118,34 @@ def list_(ctx: typer.Context, as_json: JsonOption = False) -> None:
     )
 
 
+@app.command("clock")
+def clock(
+    ctx: typer.Context,
+    seconds: Annotated[
+        float | None,
+        typer.Argument(
+            help="Move the escalation clock this many seconds ahead (-- -60 moves it back).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show, or move, the fleet's escalation clock: a drill of group waits, escalation levels,
+    reminders and resolution without waiting for them. `chaos clear` resets it."""
+    with services(ctx) as svc:
+        if seconds is None:
+            shift = svc.chaos.clock_shift_s()
+        else:
+            try:
+                shift = svc.chaos.shift_clock(seconds)
+            except ValueError as invalid:
+                raise CliError(str(invalid), exit_code=EXIT_USAGE) from None
+    if as_json:
+        print_json({"clock_shift_s": shift})
+        return
+    say(f"the escalation clock runs {shift:+g} s from Redis time")
+
+
 def _describe(rule: ChaosRule) -> str:
     parts = [f"p={rule.probability:g}"]
     if rule.count is not None:
