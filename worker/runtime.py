@@ -106,6 +106,7 @@ def build_escalation(settings: Settings, client: Redis, keys: KeySpace) -> Escal
         build_channels(settings),
         NotificationThrottle(client, keys, settings.notification_limits_config),
         DeliveryStats(client, keys),
+        retry_s=settings.notification_retry_s,
     )
     clock = ServerClock(client, keys)
     store = AlertStore(client, keys, settings.grouping_timing, server_clock=clock)

@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     grouping_resolve_after_s: float = Field(default=300.0, ge=0, allow_inf_nan=False)
     # [notification_limits.<class>] tables, merged over resilience.notify.throttle.DEFAULT_LIMITS.
     notification_limits: JsonTable = Field(default_factory=dict)
+    # A channel's transient failure without a Retry-After is retried this long after, doubling.
+    notification_retry_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
 
     log_level: str = "INFO"
     # Task events feed Flower; they cost a plain no-op task ~44% of its throughput under

@@ -101,10 +101,14 @@ class Escalator:
         channels: Mapping[str, NotificationChannel],
         throttle: NotificationThrottle,
         stats: DeliveryStats,
+        *,
+        retry_s: float = DEFAULT_RETRY_S,
     ) -> None:
         self._channels = channels
         self._throttle = throttle
         self._stats = stats
+        # A transient failure without a Retry-After is retried this long after (then doubling).
+        self.retry_s = retry_s
 
     def send(self, flush: Flush, rule: EscalationRule) -> SendReport:
         """Send ``flush``'s notification to the channels of its levels of ``rule``."""
@@ -132,7 +136,7 @@ class Escalator:
                 if delivery.delivered:
                     continue
                 if delivery.reason is not None and delivery.reason.transient:
-                    retries.append(Retry(name, delivery.retry_after_s or DEFAULT_RETRY_S))
+                    retries.append(Retry(name, delivery.retry_after_s or self.retry_s))
                 deliveries.extend(self._fall_back(level.fallback, notification, deliveries))
         self._stats.record(deliveries)
         return SendReport(

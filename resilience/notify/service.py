@@ -107,7 +107,7 @@ class EscalationService:
         transient = delivery.reason is not None and delivery.reason.transient
         if delivery.delivered or not transient or attempt >= MAX_CHANNEL_RETRIES:
             return delivery, []
-        wait_s = delivery.retry_after_s or 30.0 * 2 ** (attempt - 1)
+        wait_s = delivery.retry_after_s or self._escalator.retry_s * 2 ** (attempt - 1)
         return delivery, [
             Next(
                 "retry",
