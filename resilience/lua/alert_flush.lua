@@ -14,7 +14,7 @@
 -- repeat_interval_us, resolve_after_us, level count, then each level's delay after opening (µs).
 -- Returns {action, first level, last level, next flush (µs, 0: none), alert id, status,
 -- severity, count, examples (JSON), opened (µs)} with action one of notify, repeat, resolve,
--- none, stale.
+-- none, wait (early: try again at the same time), stale.
 
 local now = server_now_us(ARGV[1])
 local expected, group_interval = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -26,6 +26,11 @@ local v = redis.call('HMGET', KEYS[1], 'status', 'opened_us', 'last_failure_us',
 local status = v[1]
 if not status or status == 'resolved' or tonumber(v[8]) ~= expected then
   return { 'stale', 0, -1, 0 }
+end
+-- Early (flushes are scheduled at most a group_interval ahead, so a clock jump is seen within
+-- one): nothing yet, the same flush again.
+if now < expected then
+  return { 'wait', 0, -1, expected }
 end
 local opened, last_failure, count = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
 local news, sent_level, last_sent = tonumber(v[5]), tonumber(v[6]), tonumber(v[7])

@@ -43,8 +43,8 @@ __all__ = ["MAX_MEMBERS", "AlertState", "AlertStore", "Flush", "GroupTiming", "N
 # time; beyond them a new operation is only counted (operations are a handful of task names).
 MAX_MEMBERS = 64
 
-FlushAction = Literal["notify", "repeat", "resolve", "none", "stale"]
-_FLUSH_ACTIONS: tuple[FlushAction, ...] = ("notify", "repeat", "resolve", "none", "stale")
+FlushAction = Literal["notify", "repeat", "resolve", "none", "wait", "stale"]
+_FLUSH_ACTIONS: tuple[FlushAction, ...] = ("notify", "repeat", "resolve", "none", "wait", "stale")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +169,7 @@ class AlertStore:
         action = next(a for a in _FLUSH_ACTIONS if a == reply[0])
         first, last, next_us = int(reply[1]), int(reply[2]), int(reply[3])
         next_at = next_us / 1e6 if next_us else None
-        if action == "stale":
+        if action in ("stale", "wait"):
             return Flush(action, range(0), next_at)
         alert_id, severity, count = str(reply[4]), str(reply[6]), int(reply[7])
         if action == "none":

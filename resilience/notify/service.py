@@ -117,11 +117,10 @@ class EscalationService:
         ]
 
     def _flush_at(self, group: str, rule_name: str, at_s: float) -> Next:
-        return Next(
-            "flush",
-            max(at_s - self._clock.now_s(), 0.0),
-            {"group": group, "rule": rule_name, "at": at_s},
-        )
+        # At most a group_interval ahead: a flush that comes early runs again for the same time,
+        # so a jump of the fleet's clock (chaos clock) is seen within one group_interval.
+        countdown_s = min(max(at_s - self._clock.now_s(), 0.0), self._store.timing.group_interval_s)
+        return Next("flush", countdown_s, {"group": group, "rule": rule_name, "at": at_s})
 
     def _rule(self, name: str) -> EscalationRule:
         for rule in (*self._policy.rules, self._policy.default):

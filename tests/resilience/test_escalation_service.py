@@ -8,7 +8,7 @@ import redis
 
 from resilience.clock import ManualClock
 from resilience.context import ErrorNotificationData
-from resilience.escalation import DEFAULT_POLICY
+from resilience.escalation import DEFAULT_POLICY, policy_from_mapping
 from resilience.keys import KeySpace
 from resilience.notify.alert_store import AlertStore, GroupTiming
 from resilience.notify.channel import Delivery, FailureReason
@@ -109,3 +109,33 @@ def test_retries_stop_after_the_maximum(
     note = Notification.from_failure(failure(1))
     delivery, upcoming = escalation.retry("slack", notification_to_json(note), MAX_CHANNEL_RETRIES)
     assert (delivery.delivered, upcoming) == (False, [])
+
+
+def test_flushes_are_scheduled_at_most_a_group_interval_ahead_and_an_early_one_waits(
+    client: redis.Redis, keys: KeySpace, clock: ManualClock
+) -> None:
+    """A level 1 hour away is polled every group_interval: a flush that runs before its time
+    tells nobody and asks for the same time again, so a jump of the clock (a drill) is seen at
+    the next poll rather than after the whole countdown."""
+    channels = {n: ScriptedChannel(n) for n in ("email", "slack", "console")}
+    store = AlertStore(client, keys, GroupTiming(group_interval_s=60.0), server_clock=clock)
+    throttle = NotificationThrottle(client, keys, server_clock=clock)
+    escalator = Escalator(channels, throttle, DeliveryStats(client, keys))
+    policy = policy_from_mapping(
+        {"rules": [{"name": "slow", "group_wait_s": 3600, "levels": [{"channels": ["email"]}]}]}
+    )
+    escalation = EscalationService(store, policy, escalator, clock)
+    (first,) = escalation.note(failure(1, severity="medium"))
+    assert (first.countdown_s, first.kwargs["at"]) == (60.0, clock.now_s() + 3600.0)
+    clock.advance(60.0)
+    early, report, (again,) = escalation.flush(**first.kwargs)
+    assert (early.action, report, again.kwargs, again.countdown_s) == (
+        "wait",
+        None,
+        first.kwargs,
+        60.0,
+    )
+    clock.advance(3600.0)  # the drill's jump
+    told, report, _ = escalation.flush(**again.kwargs)
+    assert told.action == "notify"
+    assert report is not None and report.delivered_to == ("email",)
