@@ -288,6 +288,23 @@ def _validation(exc: BaseException, component: Component) -> AlchemiserError | N
     return _build(ValidationError, exc)
 
 
+def _pydantic_validation(exc: BaseException, component: Component) -> AlchemiserError | None:
+    # pydantic's own text echoes every input value (a mistyped "broker_password" kwarg
+    # included) where the scrubber cannot tell it is a secret: say where and what, never the
+    # value.
+    assert isinstance(exc, PydanticValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or '(input)'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+    )
+    count = exc.error_count()
+    noun = "error" if count == 1 else "errors"
+    message = f"ValidationError: {count} validation {noun} for {exc.title}: {problems}"
+    if len(message) > _MAX_MESSAGE_CHARS:
+        message = message[: _MAX_MESSAGE_CHARS - 3] + "..."
+    return ValidationError(message)
+
+
 def _os_error(exc: BaseException, component: Component) -> AlchemiserError | None:
     if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
         return _build(_transient_family(component), exc)
@@ -315,7 +332,7 @@ _DEFAULT_RULES: tuple[tuple[type[BaseException], ClassifierRule], ...] = (
     (PermissionError, _security),
     (OSError, _os_error),
     (json.JSONDecodeError, _garbled),
-    (PydanticValidationError, _validation),
+    (PydanticValidationError, _pydantic_validation),
     (ValueError, _validation),
     (ArithmeticError, _validation),
     (redis_exceptions.RedisError, _redis),

@@ -56,9 +56,17 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(
             r"(?i)(?P<name>(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|auth)[\w-]{0,40}+)"
-            r"(?P<sep>\s*[=:]\s*|\"\s*:\s*\")(?P<value>[^\s&,;\"']+)"
+            r"(?P<sep>\s*[=:]\s*|\"\s*:\s*\"|'\s*:\s*')(?P<value>[^\s&,;\"']+)"
         ),
         r"\g<name>\g<sep>[Filtered]",
+    ),
+    # pydantic's errors: the field's name on one line, its input on the next
+    (
+        re.compile(
+            r"(?i)(?P<head>(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|auth)"
+            r"[\w-]{0,40}+\n[^\n]{0,200}?input_value=)(?P<value>'[^'\n]{0,512}'|[^,\]\n]{1,512})"
+        ),
+        r"\g<head>[Filtered]",
     ),
 )
 # Longer text is cut before scrubbing: nothing this long belongs in a log or a dead letter.

@@ -906,3 +906,26 @@ def test_is_timeout_sees_timeouts_of_every_client_and_their_causes() -> None:
         assert is_timeout(outer)
     assert not is_timeout(ConnectionResetError())
     assert not is_timeout(ValueError("x"))
+
+
+def test_a_pydantic_error_says_where_and_what_but_never_the_input() -> None:
+    """pydantic echoes every input value (a mistyped secret kwarg included), where no scrubber
+    can tell it is a secret: the classified message names the fields and the problems only.
+    (Before, the message carried ``input_value='hunter2-Planted-Kw'``.)"""
+
+    class Order(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        symbol: str
+        qty: int
+
+    planted = "hunter2-Planted-Kw"
+    try:
+        Order.model_validate({"symbol": planted, "qty": "many", "brokerpw": planted})
+    except pydantic.ValidationError as exc:
+        result = default_classifier().classify(exc)
+    assert isinstance(result, ValidationError)
+    assert planted not in result.message
+    assert result.message == (
+        "ValidationError: 2 validation errors for Order: qty: Input should be a valid integer,"
+        " unable to parse string as an integer; brokerpw: Extra inputs are not permitted"
+    )

@@ -116,6 +116,16 @@ def test_with_values_adds_secrets_and_keeps_key_parts() -> None:
         ("password: hunter2", "password: [Filtered]"),
         ('{"secret": "s3cr3t"}', '{"secret": "[Filtered]"}'),
         ("token sk-abcdefghijklmnop", "token [Filtered]"),
+        (
+            "{'broker_password': 'hunter2-kw', 'qty': 1}",
+            "{'broker_password': '[Filtered]', 'qty': 1}",
+        ),
+        (
+            "broker_password\n  Extra inputs are not permitted [type=extra_forbidden,"
+            " input_value='hunter2-kw', input_type=str]",
+            "broker_password\n  Extra inputs are not permitted [type=extra_forbidden,"
+            " input_value=[Filtered], input_type=str]",
+        ),
     ],
 )
 def test_secret_shapes_are_filtered(text: str, expected: str) -> None:
