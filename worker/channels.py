@@ -5,8 +5,10 @@ fallback. Email, Slack, the generic webhook, SMS and PagerDuty are built when th
 are complete (``docs/CONFIGURATION.md``). A channel whose settings are partly given is refused
 with a :class:`~resilience.errors.ConfigurationError` that names each missing setting by its
 environment variable and its config key (``email: ALCHEMISER_SMTP_RECIPIENTS ([smtp]
-recipients) is not set``) and never holds a secret's value. A channel is "given" when any of
-its settings was set to a non-empty value, in the environment or the config file.
+recipients) is not set``) and never holds a secret's value; so is an email login over a
+connection without TLS (``security = "none"``) to a server other than this host's loopback. A
+channel is "given" when any of its settings was set to a non-empty value, in the environment or
+the config file (``<channel>_send_resolved`` does not count: :func:`resolved_to` reads it).
 
 A channel the escalation policy names but nothing configures is an :class:`UnconfiguredChannel`:
 every send fails as a ``CLIENT_ERROR`` "not configured", so the level's fallback (the console
@@ -15,6 +17,7 @@ by default) takes over; :func:`unconfigured` lists those names for one warning a
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -39,6 +42,7 @@ __all__ = [
     "UnconfiguredChannel",
     "build_channels",
     "channel_configs",
+    "resolved_to",
     "unconfigured",
 ]
 
@@ -158,6 +162,14 @@ def unconfigured(settings: Settings) -> list[str]:
     return [name for name in _named_by(settings.escalation_policy) if name not in configured]
 
 
+def resolved_to(settings: Settings) -> frozenset[str]:
+    """The channels that are sent resolved notices: the console, and each channel whose
+    ``<section>_send_resolved`` is true (all but SMS by default)."""
+    return frozenset({"console"}) | {
+        spec.name for spec in _SPECS if getattr(settings, spec.setting("send_resolved"))
+    }
+
+
 def _named_by(policy: EscalationPolicy) -> list[str]:
     names: dict[str, None] = {}  # ordered set
     for rule in (*policy.rules, policy.default):
@@ -224,6 +236,7 @@ def _reveal(secret: SecretStr | None) -> str:
 
 
 def _email_config(settings: Settings) -> EmailConfig:
+    _check_login_protected(settings)
     return EmailConfig(
         host=settings.smtp_host or "",
         sender=settings.smtp_sender or "",
@@ -234,6 +247,32 @@ def _email_config(settings: Settings) -> EmailConfig:
         password=_reveal(settings.smtp_password) or None,
         timeout_s=settings.smtp_timeout_s,
     )
+
+
+def _check_login_protected(settings: Settings) -> None:
+    """Refuse a login sent in clear (``security = "none"``) beyond this host: the username and
+    password would cross the network readable by anyone on the path."""
+    if settings.smtp_security != "none" or _is_loopback(settings.smtp_host or ""):
+        return
+    if not (_present(settings, _EMAIL, "username") or _present(settings, _EMAIL, "password")):
+        return
+    raise ConfigurationError(
+        f"email: {_EMAIL.describe('security')} is none, so the login to "
+        f"{settings.smtp_host!r} would cross the network in clear; set it to starttls or tls, "
+        f"or drop {_EMAIL.describe('username')} and {_EMAIL.describe('password')} (only a "
+        "relay on this host, localhost, 127.0.0.0/8 or ::1, may take a login without TLS)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is this host: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    name = host.strip().lower().removesuffix(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _slack_config(settings: Settings) -> SlackConfig:

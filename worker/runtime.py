@@ -30,7 +30,7 @@ from resilience.task import ResilienceRuntime
 from tasks.brokers.base import BrokerAdapter
 from tasks.brokers.paper import PaperBroker
 from tasks.runtime import TradingRuntime
-from worker.channels import build_channels, unconfigured
+from worker.channels import build_channels, resolved_to, unconfigured
 from worker.settings import Settings
 
 __all__ = ["ACCOUNT_RESOURCE", "RuntimeProvider", "build_escalation", "build_runtime"]
@@ -107,6 +107,7 @@ def build_escalation(settings: Settings, client: Redis, keys: KeySpace) -> Escal
         NotificationThrottle(client, keys, settings.notification_limits_config),
         DeliveryStats(client, keys),
         retry_s=settings.notification_retry_s,
+        resolved_to=resolved_to(settings),
     )
     clock = ServerClock(client, keys)
     store = AlertStore(client, keys, settings.grouping_timing, server_clock=clock)

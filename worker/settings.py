@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     # Notification channels (resilience/notify), built by worker/channels.py: a channel is
     # built when its settings are complete, refused when they are partly given. An empty
     # value counts as unset. Secrets are SecretStr: out of every repr, in secret_values().
+    # <channel>_send_resolved: whether the channel is sent resolved notices (Alertmanager's
+    # send_resolved); not a setting that makes a channel given. The console always is.
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_security: Security = "starttls"
@@ -113,12 +115,15 @@ class Settings(BaseSettings):
     smtp_sender: str | None = None
     smtp_recipients: CommaList = Field(default_factory=list)
     smtp_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    smtp_send_resolved: bool = True
 
     slack_webhook_url: SecretStr | None = None
     slack_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    slack_send_resolved: bool = True
 
     webhook_url: SecretStr | None = None
     webhook_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    webhook_send_resolved: bool = True
 
     sms_account_sid: str | None = None
     sms_auth_token: SecretStr | None = None
@@ -126,10 +131,12 @@ class Settings(BaseSettings):
     sms_to_numbers: CommaList = Field(default_factory=list)
     sms_base_url: str = TWILIO_URL
     sms_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    sms_send_resolved: bool = False  # a text at night to say all is well wakes people
 
     pagerduty_routing_key: SecretStr | None = None
     pagerduty_events_url: str = EVENTS_URL
     pagerduty_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    pagerduty_send_resolved: bool = True  # its resolve event closes the incident
 
     # The [escalation] table of the config file (resilience.escalation.policy_from_mapping);
     # empty: the plan's DEFAULT_POLICY.

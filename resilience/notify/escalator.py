@@ -3,18 +3,29 @@ limits, falling back when a channel fails, and counting every delivery for the f
 
 A notification (or a reminder) is counted once against its rate limit (``throttle``), however
 many channels it goes to; held back, it is counted as suppressed and the next one of its kind
-says how many were held back. A resolved notice is not limited (one per alert). Each channel
-of the levels is sent to once; when one fails, the same notification goes to that level's
-fallbacks in order until one delivers, and a transient failure is also handed back to be
+says how many were held back. A resolved notice is not limited (one per alert), and goes only to
+the channels that want one (``resolved_to``, Alertmanager's per-receiver ``send_resolved``): the
+others are skipped, which is neither a failure nor a reason to fall back, and is not counted.
+Each channel of the levels is sent to once; when one fails, the same notification goes to that
+level's fallbacks in order until one delivers, and a transient failure is also handed back to be
 retried later on the failed channel itself (after the receiver's Retry-After when it gave one).
 
-Delivery counts live in Redis, named like Alertmanager's metrics, so any exporter sees the whole
-fleet: ``notifications_total``, ``notifications_failed_total`` (by reason),
-``notifications_suppressed_total`` (by reason) and the latency sum per channel.
+Delivery counts live in one Redis hash, named like Alertmanager's metrics, so any exporter sees
+the whole fleet; a field is ``<metric>|<label values>``:
+
+* ``notifications_total|<channel>`` and ``notifications_failed_total|<channel>|<reason>``;
+* ``notifications_suppressed_total|<reason>``;
+* the latency of each delivery (failed ones too) as a Prometheus histogram per channel:
+  ``notification_latency_seconds_bucket|<channel>|<le>`` (cumulative: deliveries that took at
+  most ``le`` seconds, for each bound of :data:`LATENCY_BUCKETS_S`, ``le`` formatted as
+  Prometheus does: ``0.05``, ``1``, ``+Inf``; every bucket of a channel exists from its first
+  delivery on), ``notification_latency_seconds_sum|<channel>`` and
+  ``notification_latency_seconds_count|<channel>``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,19 +33,40 @@ import structlog
 from redis import Redis
 from redis.exceptions import RedisError
 
-from resilience.escalation import EscalationRule
+from resilience.escalation import CHANNEL_NAMES, EscalationRule
 from resilience.keys import KeySpace
 from resilience.notify.alert_store import Flush
 from resilience.notify.channel import Delivery, FailureReason, NotificationChannel
 from resilience.notify.model import Notification, NotificationStatus
 from resilience.notify.throttle import NotificationThrottle
 
-__all__ = ["DEFAULT_RETRY_S", "DeliveryStats", "Escalator", "Retry", "SendReport"]
+__all__ = [
+    "DEFAULT_RESOLVED_TO",
+    "DEFAULT_RETRY_S",
+    "LATENCY_BUCKETS_S",
+    "DeliveryStats",
+    "Escalator",
+    "Retry",
+    "SendReport",
+]
 
 _log = structlog.get_logger("alchemiser.notify")
 
 # When a transient failure came without a Retry-After: try the channel again this much later.
 DEFAULT_RETRY_S = 30.0
+# The channels a resolved notice goes to unless told otherwise: all but SMS (a text at night to
+# say all is well wakes people). PagerDuty's resolve event closes its incident.
+DEFAULT_RESOLVED_TO = CHANNEL_NAMES - {"sms"}
+# Upper bounds of the latency histogram's buckets, in seconds (Prometheus' le, +Inf last).
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, math.inf)
+
+
+def _le(bound_s: float) -> str:
+    """A bucket bound as Prometheus writes it: ``0.05``, ``1``, ``+Inf``."""
+    return "+Inf" if math.isinf(bound_s) else f"{bound_s:g}"
+
+
+_BUCKETS = tuple((bound_s, _le(bound_s)) for bound_s in LATENCY_BUCKETS_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +108,14 @@ class DeliveryStats:
             pipe.hincrbyfloat(
                 self._key, f"notification_latency_seconds_sum|{d.channel}", d.latency_s
             )
+            pipe.hincrby(self._key, f"notification_latency_seconds_count|{d.channel}", 1)
+            for bound_s, le in _BUCKETS:
+                # By 0 below the latency: every bucket of the channel exists for an exporter.
+                pipe.hincrby(
+                    self._key,
+                    f"notification_latency_seconds_bucket|{d.channel}|{le}",
+                    1 if d.latency_s <= bound_s else 0,
+                )
             if not d.delivered and d.reason is not None:
                 pipe.hincrby(
                     self._key, f"notifications_failed_total|{d.channel}|{d.reason.value}", 1
@@ -103,15 +143,19 @@ class Escalator:
         stats: DeliveryStats,
         *,
         retry_s: float = DEFAULT_RETRY_S,
+        resolved_to: frozenset[str] = DEFAULT_RESOLVED_TO,
     ) -> None:
         self._channels = channels
+        # The channels that want resolved notices; a firing notification goes to every one.
+        self._resolved_to = resolved_to
         self._throttle = throttle
         self._stats = stats
         # A transient failure without a Retry-After is retried this long after (then doubling).
         self.retry_s = retry_s
 
     def send(self, flush: Flush, rule: EscalationRule) -> SendReport:
-        """Send ``flush``'s notification to the channels of its levels of ``rule``."""
+        """Send ``flush``'s notification to the channels of its levels of ``rule`` (a resolved
+        notice: to those of them that want one)."""
         notification = flush.notification
         if notification is None or not flush.levels:
             return SendReport(sent=False, notification=None)
@@ -129,7 +173,9 @@ class Escalator:
         for index in flush.levels:
             level = rule.levels[index]
             for name in level.channels:
-                if any(d.channel == name for d in deliveries):
+                if not self._wants(name, notification) or any(
+                    d.channel == name for d in deliveries
+                ):
                     continue
                 delivery = self._deliver(name, notification)
                 deliveries.append(delivery)
@@ -157,14 +203,15 @@ class Escalator:
         self, fallback: Sequence[str], notification: Notification, so_far: Sequence[Delivery]
     ) -> list[Delivery]:
         """The fallbacks in order until one has the notification: one that delivered it
-        earlier in this send already does; one that failed earlier is not asked again."""
+        earlier in this send already does; one that failed earlier, or that does not want
+        this (resolved) notice, is not asked."""
         delivered = {d.channel for d in so_far if d.delivered}
         failed = {d.channel for d in so_far if not d.delivered}
         attempts: list[Delivery] = []
         for name in fallback:
             if name in delivered:
                 return attempts
-            if name in failed:
+            if name in failed or not self._wants(name, notification):
                 continue
             delivery = self._deliver(name, notification)
             attempts.append(delivery)
@@ -172,6 +219,11 @@ class Escalator:
                 return attempts
             failed.add(name)
         return attempts
+
+    def _wants(self, name: str, notification: Notification) -> bool:
+        """Whether channel ``name`` is sent ``notification``: a firing one always, a resolved
+        notice only when the channel wants resolved notices."""
+        return notification.status is NotificationStatus.FIRING or name in self._resolved_to
 
     def _deliver(self, name: str, notification: Notification) -> Delivery:
         channel = self._channels.get(name)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 import redis
+from redis.client import Pipeline
 
 from resilience.clock import ManualClock
 from resilience.context import ErrorNotificationData
@@ -13,9 +14,17 @@ from resilience.escalation import EscalationLevel, EscalationRule
 from resilience.keys import KeySpace
 from resilience.notify.alert_store import Flush
 from resilience.notify.channel import Delivery, FailureReason
-from resilience.notify.escalator import DEFAULT_RETRY_S, DeliveryStats, Escalator, Retry
+from resilience.notify.escalator import (
+    DEFAULT_RESOLVED_TO,
+    DEFAULT_RETRY_S,
+    LATENCY_BUCKETS_S,
+    DeliveryStats,
+    Escalator,
+    Retry,
+)
 from resilience.notify.model import (
     Notification,
+    NotificationStatus,
     notification_from_json,
     notification_to_json,
 )
@@ -200,3 +209,181 @@ def test_a_fallback_that_failed_is_not_asked_again(rig: Rig) -> None:
         ("sms", False),
     ]
     assert len(rig.channels["webhook"].sent) == 1
+
+
+# --- resolved notices go only to the channels that want them ---------------------------------
+
+
+def resolved_flush(levels: range = range(0, 1)) -> Flush:
+    """The resolve flush of the group of :func:`flush`, for ``levels``."""
+    note = Notification.from_failure(failure()).resolved()
+    return Flush("resolve", levels, None, note, "a1")
+
+
+def counted(stats: DeliveryStats) -> dict[str, float]:
+    """The notification and failure counters (not the latency series)."""
+    return {k: v for k, v in stats.snapshot().items() if k.startswith("notifications_")}
+
+
+def test_a_resolved_notice_skips_sms_by_default(rig: Rig) -> None:
+    """A resolved notice on a level of email, Slack and SMS reaches email and Slack; SMS is
+    not sent it, nothing falls back for it and nothing is counted for it."""
+    report = rig.escalator().send(resolved_flush(), RULE)
+    assert report.sent and report.delivered_to == ("email", "slack")
+    assert [len(rig.channels[n].sent) for n in ("email", "slack", "sms", "webhook", "console")] == [
+        1,
+        1,
+        0,
+        0,
+        0,
+    ]
+    assert report.retries == ()
+    assert counted(rig.stats) == {
+        "notifications_total|email": 1.0,
+        "notifications_total|slack": 1.0,
+    }
+    assert not any("|sms" in field for field in rig.stats.snapshot())
+
+
+def test_a_firing_notification_ignores_resolved_to(rig: Rig) -> None:
+    """With no channel wanting resolved notices, a firing notification still reaches email,
+    Slack and SMS; the resolved notice after it reaches none and counts nothing."""
+    escalator = Escalator(rig.channels, rig.throttle, rig.stats, resolved_to=frozenset())
+    assert escalator.send(flush(), RULE).delivered_to == ("email", "slack", "sms")
+    report = escalator.send(resolved_flush(), RULE)
+    assert (report.sent, report.deliveries, report.retries) == (True, (), ())
+    assert [len(rig.channels[n].sent) for n in ("email", "slack", "sms", "console")] == [1, 1, 1, 0]
+    assert sum(v for k, v in counted(rig.stats).items() if k.startswith("notifications_total")) == 3
+
+
+def test_resolved_to_is_given_per_channel(rig: Rig) -> None:
+    """resolved_to {sms, console}: the resolved notice goes to SMS alone on level 0 and, on
+    level 1, PagerDuty is skipped (no failure, so no fallback)."""
+    escalator = Escalator(
+        rig.channels, rig.throttle, rig.stats, resolved_to=frozenset({"sms", "console"})
+    )
+    report = escalator.send(resolved_flush(range(0, 2)), RULE)
+    assert report.delivered_to == ("sms",)
+    assert [len(rig.channels[n].sent) for n in ("email", "slack", "pagerduty", "console")] == [
+        0,
+        0,
+        0,
+        0,
+    ]
+    assert rig.channels["sms"].sent[0].status is NotificationStatus.RESOLVED
+
+
+def test_a_fallback_that_does_not_want_the_resolved_notice_is_passed_over(rig: Rig) -> None:
+    """Email failing on a resolved notice falls back past SMS (which does not want it) to the
+    console; SMS is neither sent it nor counted as failed."""
+    rule = EscalationRule(
+        name="critical",
+        levels=(EscalationLevel(0.0, ("email",), fallback=("sms", "console")),),
+    )
+    rig.channels["email"] = ScriptedChannel("email", failed("email", FailureReason.SERVER_ERROR))
+    report = rig.escalator().send(resolved_flush(), rule)
+    assert [(d.channel, d.delivered) for d in report.deliveries] == [
+        ("email", False),
+        ("console", True),
+    ]
+    assert report.retries == (Retry("email", DEFAULT_RETRY_S),)
+    assert len(rig.channels["sms"].sent) == 0
+    assert counted(rig.stats) == {
+        "notifications_total|email": 1.0,
+        "notifications_failed_total|email|server_error": 1.0,
+        "notifications_total|console": 1.0,
+    }
+
+
+def test_the_default_resolved_to_is_every_channel_but_sms() -> None:
+    """Email, Slack, the webhook, PagerDuty and the console want resolved notices; SMS not."""
+    assert sorted(DEFAULT_RESOLVED_TO) == ["console", "email", "pagerduty", "slack", "webhook"]
+
+
+# --- the latency histogram -------------------------------------------------------------------
+
+LES = ("0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "+Inf")
+
+
+def buckets(stats: DeliveryStats, channel: str) -> list[float]:
+    """The channel's cumulative bucket counts, in the order of LES."""
+    snapshot = stats.snapshot()
+    return [snapshot[f"notification_latency_seconds_bucket|{channel}|{le}"] for le in LES]
+
+
+def test_the_bucket_bounds_are_written_as_prometheus_does() -> None:
+    """The le labels of LATENCY_BUCKETS_S are 0.05 ... 1 ... 30, +Inf."""
+    assert len(LATENCY_BUCKETS_S) == len(LES)
+    assert list(LATENCY_BUCKETS_S) == [float(le.replace("+Inf", "inf")) for le in LES]
+
+
+def test_latencies_fill_cumulative_buckets_per_channel(client: redis.Redis, keys: KeySpace) -> None:
+    """Email deliveries of 0.03, 0.05 (on the bound: counted in it), 0.2, 0.7, 3 and 45 s,
+    one a failure: each bucket counts the deliveries at most its bound; count 6, sum 48.98;
+    Slack's one delivery of 0.3 s has buckets of its own, created at 0 below it."""
+    stats = DeliveryStats(client, keys)
+    stats.record(
+        [
+            Delivery.ok("email", 0.03),
+            Delivery.ok("email", 0.05),
+            Delivery.ok("email", 0.2),
+            Delivery.failed("email", FailureReason.TIMEOUT, "Timeout", 0.7),
+            Delivery.ok("slack", 0.3),
+        ]
+    )
+    stats.record([Delivery.ok("email", 3.0)])
+    stats.record([Delivery.ok("email", 45.0)])
+    assert buckets(stats, "email") == [2, 2, 3, 3, 4, 4, 5, 5, 5, 6]
+    assert buckets(stats, "slack") == [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]
+    snapshot = stats.snapshot()
+    assert snapshot["notification_latency_seconds_count|email"] == 6.0
+    assert snapshot["notification_latency_seconds_sum|email"] == pytest.approx(48.98)
+    assert snapshot["notification_latency_seconds_count|slack"] == 1.0
+    assert (
+        snapshot["notifications_total|email"]
+        == snapshot["notification_latency_seconds_bucket|email|+Inf"]
+    )
+
+
+def test_a_send_records_its_latencies(rig: Rig) -> None:
+    """A send whose email takes 0.4 s and Slack 2 s (failing over to the webhook in 0.01 s)
+    puts each channel's latency in its buckets."""
+    rig.channels["email"] = ScriptedChannel("email", Delivery.ok("email", 0.4))
+    rig.channels["slack"] = ScriptedChannel(
+        "slack", Delivery.failed("slack", FailureReason.TIMEOUT, "Timeout", 2.0)
+    )
+    rig.escalator().send(flush(), RULE)
+    assert buckets(rig.stats, "email") == [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]
+    assert buckets(rig.stats, "slack") == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+    assert buckets(rig.stats, "webhook") == [1] * 10
+
+
+def test_recording_is_one_round_trip(
+    client: redis.Redis, keys: KeySpace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording three deliveries (with their 36 histogram fields) and a suppression sends one
+    pipeline to Redis and no command on its own."""
+    stats = DeliveryStats(client, keys)
+    executed: list[int] = []
+    direct: list[object] = []
+    make_pipeline = client.pipeline
+
+    def counting_pipeline(transaction: bool = True) -> Pipeline:
+        pipe = make_pipeline(transaction=transaction)
+        execute = pipe.execute
+
+        def counted_execute(raise_on_error: bool = True) -> list[object]:
+            executed.append(len(pipe.command_stack))
+            return execute(raise_on_error)
+
+        monkeypatch.setattr(pipe, "execute", counted_execute)
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", counting_pipeline)
+    monkeypatch.setattr(client, "execute_command", lambda *a, **k: direct.append(a))
+    stats.record(
+        [Delivery.ok("email", 0.1), Delivery.ok("slack", 0.2), Delivery.ok("sms", 0.3)],
+        suppressed="rate_limited",
+    )
+    assert executed == [3 * (3 + len(LES)) + 1]
+    assert direct == []
