@@ -30,7 +30,7 @@ end
 -- Early (flushes are scheduled at most a group_interval ahead, so a clock jump is seen within
 -- one): nothing yet, the same flush again.
 if now < expected then
-  return { 'wait', 0, -1, expected }
+  return { 'wait', 0, -1, expected, v[9] }
 end
 local opened, last_failure, count = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
 local news, sent_level, last_sent = tonumber(v[5]), tonumber(v[6]), tonumber(v[7])

@@ -169,8 +169,10 @@ class AlertStore:
         action = next(a for a in _FLUSH_ACTIONS if a == reply[0])
         first, last, next_us = int(reply[1]), int(reply[2]), int(reply[3])
         next_at = next_us / 1e6 if next_us else None
-        if action in ("stale", "wait"):
+        if action == "stale":
             return Flush(action, range(0), next_at)
+        if action == "wait":
+            return Flush(action, range(0), next_at, alert_id=str(reply[4]))
         alert_id, severity, count = str(reply[4]), str(reply[6]), int(reply[7])
         if action == "none":
             return Flush(action, range(0), next_at, alert_id=alert_id)

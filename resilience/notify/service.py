@@ -95,8 +95,19 @@ class EscalationService:
                 for retry in report.retries
                 if report.notification is not None
             )
+        next_flush = None
         if decided.next_flush_at_s is not None:
-            upcoming.append(self._flush_at(group, escalation_rule.name, decided.next_flush_at_s))
+            next_flush = self._flush_at(group, escalation_rule.name, decided.next_flush_at_s)
+            upcoming.append(next_flush)
+        _log.info(
+            "alert_flush",
+            alert_id=decided.alert_id,
+            group=group,
+            action=decided.action,
+            levels=list(decided.levels),
+            delivered_to=list(report.delivered_to) if report else [],
+            next_flush_in_s=None if next_flush is None else round(next_flush.countdown_s, 3),
+        )
         return decided, report, upcoming
 
     def retry(

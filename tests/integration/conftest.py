@@ -30,7 +30,9 @@ SPINE_RESOURCES = json.dumps(
 )
 
 # Settings the environment gives as JSON (pydantic-settings parses them; init kwargs are not).
-JSON_SETTINGS = frozenset({"ALCHEMISER_RESOURCES"})
+JSON_SETTINGS = frozenset(
+    {"ALCHEMISER_RESOURCES", "ALCHEMISER_ESCALATION", "ALCHEMISER_NOTIFICATION_LIMITS"}
+)
 
 
 @pytest.fixture

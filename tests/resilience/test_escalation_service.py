@@ -111,6 +111,12 @@ def test_retries_stop_after_the_maximum(
     assert (delivery.delivered, upcoming) == (False, [])
 
 
+def escalation_alert_id(client: redis.Redis, keys: KeySpace) -> str:
+    """The id of the one open alert."""
+    (alert_id,) = client.hkeys(keys.alerts_open)
+    return str(alert_id)
+
+
 def test_flushes_are_scheduled_at_most_a_group_interval_ahead_and_an_early_one_waits(
     client: redis.Redis, keys: KeySpace, clock: ManualClock
 ) -> None:
@@ -129,8 +135,9 @@ def test_flushes_are_scheduled_at_most_a_group_interval_ahead_and_an_early_one_w
     assert (first.countdown_s, first.kwargs["at"]) == (60.0, clock.now_s() + 3600.0)
     clock.advance(60.0)
     early, report, (again,) = escalation.flush(**first.kwargs)
-    assert (early.action, report, again.kwargs, again.countdown_s) == (
+    assert (early.action, early.alert_id, report, again.kwargs, again.countdown_s) == (
         "wait",
+        escalation_alert_id(client, keys),
         None,
         first.kwargs,
         60.0,
