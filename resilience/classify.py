@@ -60,6 +60,7 @@ __all__ = [
     "default_classifier",
     "is_timeout",
     "parse_retry_after",
+    "pydantic_problems",
 ]
 
 Component: TypeAlias = Literal["trading", "market_data"]
@@ -288,17 +289,21 @@ def _validation(exc: BaseException, component: Component) -> AlchemiserError | N
     return _build(ValidationError, exc)
 
 
-def _pydantic_validation(exc: BaseException, component: Component) -> AlchemiserError | None:
-    # pydantic's own text echoes every input value (a mistyped "broker_password" kwarg
-    # included) where the scrubber cannot tell it is a secret: say where and what, never the
-    # value.
-    assert isinstance(exc, PydanticValidationError)
-    problems = "; ".join(
+def pydantic_problems(invalid: PydanticValidationError) -> str:
+    """Where and what each problem of ``invalid`` is (``qty: Input should be ...; ...``), never
+    the input: pydantic's own text echoes every input value, a mistyped secret field included,
+    where the scrubber cannot tell it is a secret."""
+    return "; ".join(
         f"{'.'.join(str(part) for part in error['loc']) or '(input)'}: {error['msg']}"
-        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+        for error in invalid.errors(include_url=False, include_context=False, include_input=False)
     )
+
+
+def _pydantic_validation(exc: BaseException, component: Component) -> AlchemiserError | None:
+    assert isinstance(exc, PydanticValidationError)
     count = exc.error_count()
     noun = "error" if count == 1 else "errors"
+    problems = pydantic_problems(exc)
     message = f"ValidationError: {count} validation {noun} for {exc.title}: {problems}"
     if len(message) > _MAX_MESSAGE_CHARS:
         message = message[: _MAX_MESSAGE_CHARS - 3] + "..."

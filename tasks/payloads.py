@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Self, TypeVar
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from resilience.classify import pydantic_problems
 from resilience.errors import ValidationError
 
 __all__ = [
@@ -117,11 +118,7 @@ def parse_payload(model: type[M], kwargs: dict[str, Any]) -> M:
     try:
         return model.model_validate(kwargs)
     except pydantic.ValidationError as invalid:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}"
-            for err in invalid.errors(include_input=False)
-        )
         raise ValidationError(
-            f"invalid {model.__name__} payload: {problems}"[:1000],
+            f"invalid {model.__name__} payload: {pydantic_problems(invalid)}"[:1000],
             details={"problems": invalid.error_count()},
         ) from None

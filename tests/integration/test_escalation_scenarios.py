@@ -305,3 +305,60 @@ def test_a_channel_down_for_good_falls_back_and_nearly_everything_is_delivered(
     assert delivered / alerts >= 0.99
     assert stats["notifications_total|email"] == alerts
     assert stats["notifications_failed_total|slack|unreachable"] == alerts
+
+
+def test_secrets_planted_in_kwargs_and_messages_reach_no_delivered_payload(
+    deployment_factory: Callable[..., Deployment],
+    smtp: SmtpServer,
+    slack: HttpReceiver,
+    hook: HttpReceiver,
+) -> None:
+    """One order carries a secret in an unexpected kwarg (a secret nobody configured, so only
+    its name says what it is); another fails with the deployment's own API secret and a bearer
+    token in the broker's error message. Both are told on email, Slack and the webhook, and no
+    payload holds any of the secrets, byte for byte. (An error's context and details are not
+    part of a notification at all: it carries the message, where and when, and the ids.)"""
+    api_secret = "Zr7QpL2xVn9TkB4mWc8HsD3y"
+    kwarg_secret = "hunter2-Planted-Kw9"
+    bearer = "eyJhbGciOiJIUzI1NiJ9.Planted.Bearer"
+    deployment = deployment_factory(
+        **email_settings(smtp),
+        ALPACA_SECRET_KEY=api_secret,
+        ALCHEMISER_SLACK_WEBHOOK_URL=f"{slack.url}{SLACK_PATH}",
+        ALCHEMISER_WEBHOOK_URL=f"{hook.url}/alerts",
+        ALCHEMISER_ESCALATION=escalation(
+            {
+                "name": "everything",
+                "group_wait_s": 0,
+                "levels": [{"after_s": 0, "channels": ["email", "slack", "webhook"]}],
+            }
+        ),
+    )
+    deployment.start_workers(concurrency=2)
+    invalid = deployment.submit(order_kwargs("AAPL", 1, broker_password=kwarg_secret))
+    assert deployment.dead_letter(invalid, 60).error_type == "ValidationError"
+    deployment.runtime.chaos.inject(
+        ChaosRule(
+            "broker.submit_order",
+            "http:401",
+            count=1,
+            message=f"key {api_secret} rejected; sent Authorization: Bearer {bearer}",
+        )
+    )
+    refused = deployment.submit(order_kwargs("AAPL", 1))
+    assert deployment.dead_letter(refused, 60).error_type == "SecurityError"
+    wait_for(
+        lambda: min(len(smtp.messages), len(slack.requests), len(hook.requests)) >= 2,
+        30,
+        "both failures on every channel",
+    )
+    payloads = [m.raw for m in smtp.messages]
+    payloads += [r.body for r in (*slack.requests, *hook.requests)]
+    assert {json.loads(r.body)["error_type"] for r in hook.requests} == {
+        "ValidationError",
+        "SecurityError",
+    }
+    assert any(b"broker_password" in p for p in payloads)  # the field is named, not its value
+    for payload in payloads:
+        for secret in (api_secret, kwarg_secret, bearer, "SlackSecret42"):
+            assert secret.encode() not in payload
