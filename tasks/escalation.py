@@ -5,7 +5,8 @@ Published by ``ResilientTask`` with ``notification`` (the scrubbed
 noted into its group's alert. The escalation service then asks for runs of its own, published
 here with their countdowns on the ``escalation`` queue: ``flush`` (send what the alert's flush
 decided, on the policy's channels) and ``retry`` (a channel that failed for a while, once
-more). Without an escalation service (a runtime built without one) it only logs.
+more). ``alchemiser alerts ack`` publishes ``acknowledged`` (tell PagerDuty the incident was
+acknowledged). Without an escalation service (a runtime built without one) it only logs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def escalate(
     notification: dict[str, Any] | None = None,
     flush: dict[str, Any] | None = None,
     retry: dict[str, Any] | None = None,
+    acknowledged: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One step of escalation; returns what it did."""
     service = trading_runtime(self.app).escalation
@@ -64,7 +66,14 @@ def escalate(
         delivery, upcoming = service.retry(**retry)
         _publish(self, upcoming)
         return {"retry": retry["channel"], "delivered": delivery.delivered}
-    raise ValueError("tasks.escalate needs notification, flush or retry")
+    if acknowledged is not None:
+        report, upcoming = service.acknowledge(str(acknowledged["alert_id"]))
+        _publish(self, upcoming)
+        return {
+            "acknowledged": acknowledged["alert_id"],
+            "delivered_to": list(report.delivered_to) if report else [],
+        }
+    raise ValueError("tasks.escalate needs notification, flush, retry or acknowledged")
 
 
 def _publish(task: EscalationTask, upcoming: list[Next]) -> None:

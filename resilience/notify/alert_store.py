@@ -37,7 +37,15 @@ from resilience.notify.model import MAX_EXAMPLES, Example, Notification, group_k
 from resilience.policy import ErrorSeverity
 from resilience.scripts import register
 
-__all__ = ["MAX_MEMBERS", "AlertState", "AlertStore", "Flush", "GroupTiming", "Noted"]
+__all__ = [
+    "MAX_MEMBERS",
+    "AcknowledgedNotice",
+    "AlertState",
+    "AlertStore",
+    "Flush",
+    "GroupTiming",
+    "Noted",
+]
 
 # The distinct operations an alert tracks to tell when one fails in its group for the first
 # time; beyond them a new operation is only counted (operations are a handful of task names).
@@ -102,6 +110,15 @@ class AlertState:
     count: int
     opened_at_s: float
     level: int  # the highest escalation level told so far (-1: none yet)
+
+
+@dataclass(frozen=True, slots=True)
+class AcknowledgedNotice:
+    """What to tell receivers that track incidents when an alert was acknowledged."""
+
+    notification: Notification
+    rule: str  # the escalation rule the alert goes by
+    levels_told: range  # the levels told so far (their channels had the alert)
 
 
 class AlertStore:
@@ -176,16 +193,7 @@ class AlertStore:
         alert_id, severity, count = str(reply[4]), str(reply[6]), int(reply[7])
         if action == "none":
             return Flush(action, range(0), next_at, alert_id=alert_id)
-        examples = tuple(Example(**e) for e in json.loads(str(reply[8])))
-        error_type, _, component = group.partition(":")
-        notification = Notification(
-            key=group,
-            severity=ErrorSeverity(severity),
-            error_type=error_type,
-            component=component,
-            count=count,
-            examples=examples,
-        )
+        notification = _notification(group, severity, count, str(reply[8]))
         if action == "resolve":
             notification = notification.resolved()
         return Flush(action, range(first, last + 1), next_at, notification, alert_id)
@@ -198,6 +206,22 @@ class AlertStore:
             return False
         # The script checks the id again: the group may hold a newer alert by now.
         return int(self._ack(keys=[self._keys.alert(str(group))], args=[alert_id])) == 1
+
+    def acknowledged_notice(self, alert_id: str) -> AcknowledgedNotice | None:
+        """The acknowledged notice of open alert ``alert_id``, with the rule it escalates by
+        and the levels told so far; None unless it is open and acknowledged."""
+        group = self._client.hget(self._keys.alerts_open, alert_id)
+        if group is None:
+            return None
+        fields: dict[str, str] = self._client.hgetall(self._keys.alert(str(group)))  # type: ignore[assignment]
+        if fields.get("alert_id") != alert_id or fields.get("status") != "acknowledged":
+            return None
+        notification = _notification(
+            str(group), fields["severity"], int(fields["count"]), fields["examples"]
+        )
+        return AcknowledgedNotice(
+            notification.acknowledged(), fields["rule"], range(int(fields["sent_level"]) + 1)
+        )
 
     def open_alerts(self) -> list[AlertState]:
         """Every open alert, oldest first."""
@@ -220,3 +244,15 @@ class AlertStore:
                 )
             )
         return sorted(states, key=lambda s: s.opened_at_s)
+
+
+def _notification(group: str, severity: str, count: int, examples_json: str) -> Notification:
+    error_type, _, component = group.partition(":")
+    return Notification(
+        key=group,
+        severity=ErrorSeverity(severity),
+        error_type=error_type,
+        component=component,
+        count=count,
+        examples=tuple(Example(**e) for e in json.loads(examples_json)),
+    )

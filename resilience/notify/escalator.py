@@ -35,12 +35,13 @@ from redis.exceptions import RedisError
 
 from resilience.escalation import CHANNEL_NAMES, EscalationRule
 from resilience.keys import KeySpace
-from resilience.notify.alert_store import Flush
+from resilience.notify.alert_store import AcknowledgedNotice, Flush
 from resilience.notify.channel import Delivery, FailureReason, NotificationChannel
 from resilience.notify.model import Notification, NotificationStatus
 from resilience.notify.throttle import NotificationThrottle
 
 __all__ = [
+    "ACKNOWLEDGED_TO",
     "DEFAULT_RESOLVED_TO",
     "DEFAULT_RETRY_S",
     "LATENCY_BUCKETS_S",
@@ -57,6 +58,9 @@ DEFAULT_RETRY_S = 30.0
 # The channels a resolved notice goes to unless told otherwise: all but SMS (a text at night to
 # say all is well wakes people). PagerDuty's resolve event closes its incident.
 DEFAULT_RESOLVED_TO = CHANNEL_NAMES - {"sms"}
+# The receivers told that an alert was acknowledged: those that keep an incident open until then
+# (PagerDuty's acknowledge event stops its own escalation).
+ACKNOWLEDGED_TO = frozenset({"pagerduty"})
 # Upper bounds of the latency histogram's buckets, in seconds (Prometheus' le, +Inf last).
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, math.inf)
 
@@ -191,6 +195,30 @@ class Escalator:
             deliveries=tuple(deliveries),
             retries=tuple(retries),
             held_back=notification.held_back,
+        )
+
+    def acknowledge(self, notice: AcknowledgedNotice, rule: EscalationRule) -> SendReport:
+        """Tell the receivers that track incidents (:data:`ACKNOWLEDGED_TO`) among the channels
+        and fallbacks of the levels told that the alert was acknowledged; not rate limited, no
+        fallback (the others were told nothing they need to take back)."""
+        told = [rule.levels[i] for i in notice.levels_told if i < len(rule.levels)]
+        names = dict.fromkeys(
+            name
+            for level in told
+            for name in (*level.channels, *level.fallback)
+            if name in ACKNOWLEDGED_TO
+        )
+        deliveries = tuple(self._deliver(name, notice.notification) for name in names)
+        self._stats.record(deliveries)
+        return SendReport(
+            sent=True,
+            notification=notice.notification,
+            deliveries=deliveries,
+            retries=tuple(
+                Retry(d.channel, d.retry_after_s or self.retry_s)
+                for d in deliveries
+                if d.reason is not None and d.reason.transient
+            ),
         )
 
     def retry(self, channel: str, notification: Notification) -> Delivery:

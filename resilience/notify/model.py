@@ -37,6 +37,8 @@ class NotificationStatus(enum.Enum):
 
     FIRING = "firing"
     RESOLVED = "resolved"
+    # Someone took it (``alchemiser alerts ack``): told to receivers that track incidents.
+    ACKNOWLEDGED = "acknowledged"
 
 
 def group_key(error_type: str, component: str) -> str:
@@ -158,8 +160,8 @@ class Notification:
     def title(self) -> str:
         """One line: severity, what, where, how many."""
         times = f" x{self.count}" if self.count > 1 else ""
-        if self.status is NotificationStatus.RESOLVED:
-            return f"[RESOLVED] {self.error_type} in {self.component}"
+        if self.status is not NotificationStatus.FIRING:
+            return f"[{self.status.value.upper()}] {self.error_type} in {self.component}"
         return f"[{self.severity.value.upper()}] {self.error_type} in {self.component}{times}"
 
     @property
@@ -170,6 +172,10 @@ class Notification:
     def resolved(self) -> Notification:
         """The resolved notice of this group (what was held back is still said)."""
         return replace(self, status=NotificationStatus.RESOLVED)
+
+    def acknowledged(self) -> Notification:
+        """The acknowledged notice of this group."""
+        return replace(self, status=NotificationStatus.ACKNOWLEDGED)
 
     def with_held_back(self, held_back: int) -> Notification:
         """This notification, also saying how many were held back before it."""

@@ -63,12 +63,19 @@ def _is_resolved(n: Notification) -> bool:
     return n.status is NotificationStatus.RESOLVED
 
 
+def _is_firing(n: Notification) -> bool:
+    return n.status is NotificationStatus.FIRING
+
+
 def _status_word(n: Notification) -> str:
-    return "RESOLVED" if _is_resolved(n) else "FIRING"
+    return n.status.value.upper()
 
 
-def _resolved_line(n: Notification) -> str:
-    return f"Resolved: {n.error_type} in {n.component} has stopped failing."
+def _notice_line(n: Notification) -> str:
+    """What a resolved or acknowledged notice says (a firing one says nothing of the kind)."""
+    if _is_resolved(n):
+        return f"Resolved: {n.error_type} in {n.component} has stopped failing."
+    return f"Acknowledged: someone is on {n.error_type} in {n.component}; no further escalation."
 
 
 def _held_back_line(n: Notification) -> str:
@@ -161,8 +168,8 @@ def _summary_facts(n: Notification) -> list[tuple[str, str]]:
 
 def _email_text(n: Notification) -> str:
     lines = [n.title, ""]
-    if _is_resolved(n):
-        lines += [_resolved_line(n), ""]
+    if not _is_firing(n):
+        lines += [_notice_line(n), ""]
     lines += [f"{label}: {value}" for label, value in _summary_facts(n)]
     if shown := _shown(n):
         lines += ["", "Examples:"]
@@ -200,7 +207,10 @@ _BANNER_COLOURS = {
     ErrorSeverity.MEDIUM: "#fbca04",
     ErrorSeverity.LOW: "#0e8a16",
 }
-_RESOLVED_COLOUR = "#0e8a16"
+_STATUS_COLOURS = {
+    NotificationStatus.RESOLVED: "#0e8a16",
+    NotificationStatus.ACKNOWLEDGED: "#0969da",
+}
 
 
 def _e(value: object) -> str:
@@ -209,7 +219,7 @@ def _e(value: object) -> str:
 
 
 def _email_html(n: Notification) -> str:
-    colour = _RESOLVED_COLOUR if _is_resolved(n) else _BANNER_COLOURS[n.severity]
+    colour = _STATUS_COLOURS.get(n.status) or _BANNER_COLOURS[n.severity]
     parts = [
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_e(n.title)}</title></head>",
@@ -217,8 +227,8 @@ def _email_html(n: Notification) -> str:
         f'<h2 style="margin:0 0 8px;padding:8px;color:#ffffff;background:{colour}">'
         f"{_e(n.title)}</h2>",
     ]
-    if _is_resolved(n):
-        parts.append(f"<p><strong>{_e(_resolved_line(n))}</strong></p>")
+    if not _is_firing(n):
+        parts.append(f"<p><strong>{_e(_notice_line(n))}</strong></p>")
     rows = "".join(
         f'<tr><th style="{_HEAD_CELL}">{_e(label)}</th><td style="{_CELL}">{_e(value)}</td></tr>'
         for label, value in _summary_facts(n)
@@ -278,8 +288,8 @@ def slack(n: Notification) -> dict[str, object]:
         {"type": "header", "text": _slack_plain(n.title, SLACK_HEADER_MAX_CHARS)},
         {"type": "section", "fields": [_slack_field(k, v) for k, v in _summary_facts(n)]},
     ]
-    if _is_resolved(n):
-        blocks.append(_slack_section(_slack_fit(_resolved_line(n), _SLACK_TEXT_MAX)))
+    if not _is_firing(n):
+        blocks.append(_slack_section(_slack_fit(_notice_line(n), _SLACK_TEXT_MAX)))
     # Room for the blocks around the examples (at most six), whatever MAX_EXAMPLES becomes.
     blocks += [_slack_section(_slack_example(e)) for e in _shown(n)[: _SLACK_MAX_BLOCKS - 6]]
     maybe_notes = (_more_line(n), _held_back_line(n) if n.held_back > 0 else None)
@@ -362,14 +372,16 @@ def sms(n: Notification) -> str:
     """The essentials in at most :data:`SMS_MAX_CHARS` ASCII characters."""
     first = n.examples[0]
     where = f"{n.component}/{first.operation}"
-    status = "RESOLVED" if _is_resolved(n) else n.severity.value.upper()
-    times = f" x{n.count}" if n.count > 1 and not _is_resolved(n) else ""
+    status = n.severity.value.upper() if _is_firing(n) else _status_word(n)
+    times = f" x{n.count}" if n.count > 1 and _is_firing(n) else ""
     error_type = _sms_fit(n.error_type, _SMS_ERROR_TYPE_MAX)
     head = _sms_fit(
         f"{status} {error_type}{times} {_sms_fit(where, _SMS_WHERE_MAX)}", _SMS_HEAD_MAX
     )
     if _is_resolved(n):
         return _sms_fit(f"{head}: stopped failing", SMS_MAX_CHARS)
+    if not _is_firing(n):
+        return _sms_fit(f"{head}: acknowledged, no further escalation", SMS_MAX_CHARS)
     held = " " + _sms_fit(f"+{n.held_back} held back", _SMS_HELD_MAX - 1) if n.held_back > 0 else ""
     dead_letter = f" dl:{_ascii(first.dead_letter_id)}" if first.dead_letter_id else ""
     if len(head) + len(dead_letter) + len(held) + 2 + _SMS_MIN_MESSAGE > SMS_MAX_CHARS:
@@ -416,18 +428,24 @@ def webhook(n: Notification) -> dict[str, object]:
 # --- PagerDuty ---------------------------------------------------------------------------------
 
 PAGERDUTY_SOURCE = "alchemiser"
+_PAGERDUTY_ACTIONS = {
+    NotificationStatus.FIRING: "trigger",
+    NotificationStatus.ACKNOWLEDGED: "acknowledge",
+    NotificationStatus.RESOLVED: "resolve",
+}
 _PAGERDUTY_SUMMARY_MAX = 1024
 _PAGERDUTY_DEDUP_MAX = 255  # Events API v2 refuses a longer dedup_key
 
 
 def pagerduty(n: Notification, routing_key: str) -> dict[str, object]:
-    """A PagerDuty Events API v2 event: trigger while firing, resolve once resolved."""
+    """A PagerDuty Events API v2 event: trigger while firing, acknowledge once acknowledged,
+    resolve once resolved (the last two name the incident by its dedup_key alone)."""
     event: dict[str, object] = {
         "routing_key": routing_key,
-        "event_action": "resolve" if _is_resolved(n) else "trigger",
+        "event_action": _PAGERDUTY_ACTIONS[n.status],
         "dedup_key": _dedup_key(n.key),
     }
-    if _is_resolved(n):
+    if not _is_firing(n):
         return event
     payload: dict[str, object] = {
         "summary": _fit(n.title, _PAGERDUTY_SUMMARY_MAX),

@@ -82,19 +82,7 @@ class EscalationService:
         report = None
         if decided.notification is not None:
             report = self._escalator.send(decided, escalation_rule)
-            upcoming.extend(
-                Next(
-                    "retry",
-                    retry.after_s,
-                    {
-                        "channel": retry.channel,
-                        "notification": notification_to_json(report.notification),
-                        "attempt": 1,
-                    },
-                )
-                for retry in report.retries
-                if report.notification is not None
-            )
+            upcoming.extend(_retries(report))
         next_flush = None
         if decided.next_flush_at_s is not None:
             next_flush = self._flush_at(group, escalation_rule.name, decided.next_flush_at_s)
@@ -109,6 +97,15 @@ class EscalationService:
             next_flush_in_s=None if next_flush is None else round(next_flush.countdown_s, 3),
         )
         return decided, report, upcoming
+
+    def acknowledge(self, alert_id: str) -> tuple[SendReport | None, list[Next]]:
+        """Tell the receivers that track incidents that ``alert_id`` was acknowledged (None:
+        it is no longer open and acknowledged, nothing to tell)."""
+        notice = self._store.acknowledged_notice(alert_id)
+        if notice is None:
+            return None, []
+        report = self._escalator.acknowledge(notice, self._rule(notice.rule))
+        return report, _retries(report)
 
     def retry(
         self, channel: str, notification: dict[str, Any], attempt: int
@@ -139,3 +136,18 @@ class EscalationService:
                 return rule
         # The policy changed since the alert opened: the default rule takes over.
         return self._policy.default
+
+
+def _retries(report: SendReport) -> list[Next]:
+    """The first retry of each channel that failed for a while in ``report``."""
+    if report.notification is None:
+        return []
+    document = notification_to_json(report.notification)
+    return [
+        Next(
+            "retry",
+            retry.after_s,
+            {"channel": retry.channel, "notification": document, "attempt": 1},
+        )
+        for retry in report.retries
+    ]

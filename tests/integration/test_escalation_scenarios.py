@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from resilience.chaos import ChaosRule
 from resilience.notify.alert_store import AlertStore
@@ -26,6 +27,7 @@ from resilience.notify.escalator import DeliveryStats
 from tests.fakes.http_receiver import HttpReceiver, Reply, closed_port
 from tests.fakes.smtp_server import SmtpServer
 from tests.integration.harness import Deployment, order_kwargs, wait_for
+from worker.cli.main import app as cli
 from worker.fleet import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -362,3 +364,42 @@ def test_secrets_planted_in_kwargs_and_messages_reach_no_delivered_payload(
     for payload in payloads:
         for secret in (api_secret, kwarg_secret, bearer, "SlackSecret42"):
             assert secret.encode() not in payload
+
+
+def test_alerts_ack_acknowledges_the_pagerduty_incident(
+    deployment_factory: Callable[..., Deployment], smtp: SmtpServer, hook: HttpReceiver
+) -> None:
+    """A critical dead letter triggers a PagerDuty incident (and an email); `alchemiser alerts
+    ack` makes the workers send PagerDuty an acknowledge event for the same dedup_key; email
+    hears nothing more."""
+    routing_key = "R0UT1NGKEY0123456789abcdefghijkl"
+    deployment = deployment_factory(
+        **email_settings(smtp),
+        ALCHEMISER_PAGERDUTY_ROUTING_KEY=routing_key,
+        ALCHEMISER_PAGERDUTY_EVENTS_URL=f"{hook.url}/v2/enqueue",
+        ALCHEMISER_ESCALATION=escalation(
+            {
+                "name": "critical",
+                "severities": ["critical"],
+                "group_wait_s": 0,
+                "levels": [{"after_s": 0, "channels": ["pagerduty", "email"]}],
+            }
+        ),
+    )
+    deployment.runtime.chaos.inject(ChaosRule("broker.submit_order", "SecurityError", count=1))
+    deployment.start_workers(concurrency=2)
+    deployment.dead_letter(deployment.submit(order_kwargs("AMD", 1)), 60)
+    wait_for(lambda: len(hook.requests) >= 1 and len(smtp.messages) >= 1, 30, "the incident")
+    (alert,) = AlertStore(deployment.redis, deployment.runtime.resilience.keys).open_alerts()
+
+    acked = CliRunner().invoke(cli, ["alerts", "ack", alert.alert_id], env=deployment.env)
+    assert acked.exit_code == 0, acked.output
+    wait_for(lambda: len(hook.requests) >= 2, 30, "the acknowledge event")
+    trigger, acknowledge = (r.json() for r in hook.requests[:2])
+    assert (trigger["event_action"], acknowledge["event_action"]) == ("trigger", "acknowledge")
+    assert acknowledge == {
+        "routing_key": routing_key,
+        "event_action": "acknowledge",
+        "dedup_key": trigger["dedup_key"],
+    }
+    assert len(smtp.messages) == 1

@@ -10,7 +10,7 @@ from resilience.context import ErrorNotificationData
 from resilience.escalation import DEFAULT_POLICY
 from resilience.keys import KeySpace
 from resilience.notify.alert_store import AlertStore
-from tests.worker.test_cli import DOWN_URL, as_json, ns, run
+from tests.worker.test_cli import DOWN_URL, as_json, ns, queued, run
 
 __all__ = ["ns"]  # the fixture, shared with test_cli
 
@@ -84,3 +84,30 @@ def test_redis_down_is_one_line_and_exit_1(ns: str, monkeypatch: pytest.MonkeyPa
     result = run("alerts", "list")
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ack_asks_the_workers_to_tell_pagerduty(client: redis.Redis, ns: str) -> None:
+    """A successful ack publishes one tasks.escalate step, `acknowledged`, on the escalation
+    queue (the workers tell the receivers that track incidents); an unknown id publishes
+    nothing."""
+    store = AlertStore(client, KeySpace(ns))
+    noted = store.note(failure("DatabaseError", "critical"), DEFAULT_POLICY.rules[0])
+    assert run("alerts", "ack", "no-such-alert").exit_code != 0
+    assert queued(client, ns, "escalation") == []
+    assert run("alerts", "ack", noted.alert_id).exit_code == 0
+    (message,) = queued(client, ns, "escalation")
+    assert message["headers"]["task"] == "tasks.escalate"
+    assert message["kwargs"] == {"acknowledged": {"alert_id": noted.alert_id}}
+
+
+def test_ack_with_the_broker_down_still_acknowledges_and_says_pagerduty_was_not_told(
+    client: redis.Redis, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = AlertStore(client, KeySpace(ns))
+    noted = store.note(failure("DatabaseError", "critical"), DEFAULT_POLICY.rules[0])
+    monkeypatch.setenv("ALCHEMISER_BROKER_URL", DOWN_URL)
+    result = run("alerts", "ack", noted.alert_id)
+    assert result.exit_code == 0, result.output
+    assert f"acknowledged {noted.alert_id}" in result.stdout
+    assert "PagerDuty was not told: run this again once the broker answers" in result.stderr
+    assert [a.status for a in store.open_alerts()] == ["acknowledged"]

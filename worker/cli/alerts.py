@@ -6,9 +6,17 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
+from kombu.exceptions import OperationalError as BrokerError
 
 from resilience.notify.alert_store import AlertState
-from worker.cli.context import CliError, JsonOption, print_json, print_table, services
+from worker.cli.context import (
+    CliError,
+    JsonOption,
+    print_json,
+    print_table,
+    say,
+    services,
+)
 
 __all__ = ["app"]
 
@@ -56,6 +64,15 @@ def ack(ctx: typer.Context, alert_id: AlertIdArgument, as_json: JsonOption = Fal
     with services(ctx) as svc:
         if not svc.alerts.ack(alert_id):
             raise CliError(f"no open alert {alert_id!r} (see 'alchemiser alerts list')")
+        # The workers tell the receivers that track incidents (PagerDuty) it was acknowledged.
+        try:
+            svc.publish("tasks.escalate", kwargs={"acknowledged": {"alert_id": alert_id}})
+        except BrokerError as down:
+            say(
+                f"warning: {svc.describe_broker_failure(down)}; the alert is acknowledged, but"
+                " PagerDuty was not told: run this again once the broker answers",
+                err=True,
+            )
     if as_json:
         print_json({"id": alert_id, "status": "acknowledged"})
     else:
