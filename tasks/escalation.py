@@ -6,17 +6,19 @@ noted into its group's alert. The escalation service then asks for runs of its o
 here with their countdowns on the ``escalation`` queue: ``flush`` (send what the alert's flush
 decided, on the policy's channels) and ``retry`` (a channel that failed for a while, once
 more). ``alchemiser alerts ack`` publishes ``acknowledged`` (tell PagerDuty the incident was
-acknowledged). Without an escalation service (a runtime built without one) it only logs.
+acknowledged); beat publishes ``sweep`` every minute (restart chains of flushes that were
+lost). Without an escalation service (a runtime built without one) it only logs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from celery import shared_task
 
-from resilience.notify.service import Next
+from resilience.notify.service import EscalationService, Next
 from resilience.task import ResilientTask
 from tasks.runtime import trading_runtime
 
@@ -34,10 +36,12 @@ class EscalationTask(ResilientTask):
 @shared_task(bind=True, base=EscalationTask, name="tasks.escalate")
 def escalate(
     self: EscalationTask,
+    *,
     notification: dict[str, Any] | None = None,
     flush: dict[str, Any] | None = None,
     retry: dict[str, Any] | None = None,
     acknowledged: dict[str, Any] | None = None,
+    sweep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One step of escalation; returns what it did."""
     service = trading_runtime(self.app).escalation
@@ -50,30 +54,56 @@ def escalate(
         upcoming = service.note(notification)  # type: ignore[arg-type]
         _publish(self, upcoming)
         return {"noted": True, "severity": severity, "scheduled": len(upcoming)}
-    if service is None:
-        return {"skipped": "no escalation service"}
-    if flush is not None:
-        decided, report, upcoming = service.flush(**flush)
+    steps = {"flush": flush, "retry": retry, "acknowledged": acknowledged, "sweep": sweep}
+    for kind, kwargs in steps.items():
+        if kwargs is None:
+            continue
+        if service is None:
+            return {"skipped": "no escalation service"}
+        result, upcoming = _STEPS[kind](service, kwargs)
         _publish(self, upcoming)
-        return {
-            "flush": decided.action,
-            "alert_id": decided.alert_id,
-            "delivered_to": list(report.delivered_to) if report else [],
-            "held_back": not report.sent if report else False,
-            "scheduled": len(upcoming),
-        }
-    if retry is not None:
-        delivery, upcoming = service.retry(**retry)
-        _publish(self, upcoming)
-        return {"retry": retry["channel"], "delivered": delivery.delivered}
-    if acknowledged is not None:
-        report, upcoming = service.acknowledge(str(acknowledged["alert_id"]))
-        _publish(self, upcoming)
-        return {
-            "acknowledged": acknowledged["alert_id"],
-            "delivered_to": list(report.delivered_to) if report else [],
-        }
-    raise ValueError("tasks.escalate needs notification, flush, retry or acknowledged")
+        return result
+    raise ValueError("tasks.escalate needs notification, flush, retry, acknowledged or sweep")
+
+
+Step = Callable[[EscalationService, dict[str, Any]], tuple[dict[str, Any], list[Next]]]
+
+
+def _flush(service: EscalationService, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Next]]:
+    decided, report, upcoming = service.flush(**kwargs)
+    return {
+        "flush": decided.action,
+        "alert_id": decided.alert_id,
+        "delivered_to": list(report.delivered_to) if report else [],
+        "held_back": not report.sent if report else False,
+        "scheduled": len(upcoming),
+    }, upcoming
+
+
+def _retry(service: EscalationService, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Next]]:
+    delivery, upcoming = service.retry(**kwargs)
+    return {"retry": kwargs["channel"], "delivered": delivery.delivered}, upcoming
+
+
+def _acknowledged(
+    service: EscalationService, kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], list[Next]]:
+    report, upcoming = service.acknowledge(str(kwargs["alert_id"]))
+    delivered_to = list(report.delivered_to) if report else []
+    return {"acknowledged": kwargs["alert_id"], "delivered_to": delivered_to}, upcoming
+
+
+def _sweep(service: EscalationService, _: dict[str, Any]) -> tuple[dict[str, Any], list[Next]]:
+    upcoming = service.sweep()
+    return {"restarted": len(upcoming)}, upcoming
+
+
+_STEPS: dict[str, Step] = {
+    "flush": _flush,
+    "retry": _retry,
+    "acknowledged": _acknowledged,
+    "sweep": _sweep,
+}
 
 
 def _publish(task: EscalationTask, upcoming: list[Next]) -> None:

@@ -61,6 +61,12 @@ def create_app(settings: Settings | None = None) -> Celery:
         # Positions are re-read from the broker (the source of truth) every minute.
         beat_schedule={
             "sync-positions": {"task": "tasks.sync_positions", "schedule": 60.0},
+            # Restarts an alert's chain of flushes if one could not be published.
+            "escalation-sweep": {
+                "task": "tasks.escalate",
+                "schedule": 60.0,
+                "kwargs": {"sweep": {}},
+            },
         },
         timezone="UTC",
         enable_utc=True,

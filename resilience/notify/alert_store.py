@@ -110,6 +110,7 @@ class AlertState:
     count: int
     opened_at_s: float
     level: int  # the highest escalation level told so far (-1: none yet)
+    next_flush_at_s: float | None = None  # when its chain of flushes runs next (Redis time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,12 @@ class AlertStore:
 
     def _now(self) -> str:
         return "" if self._server_clock is None else str(int(self._server_clock.now_s() * 1e6))
+
+    def _clock_now_s(self) -> float:
+        if self._server_clock is not None:
+            return self._server_clock.now_s()
+        seconds, micros = self._client.time()
+        return int(seconds) + int(micros) / 1e6
 
     def note(self, failure: ErrorNotificationData, rule: EscalationRule) -> Noted:
         """Add one final failure to its group's alert, opening the alert if none is open."""
@@ -223,6 +230,17 @@ class AlertStore:
             notification.acknowledged(), fields["rule"], range(int(fields["sent_level"]) + 1)
         )
 
+    def overdue(self, grace_s: float) -> list[AlertState]:
+        """Open alerts whose next flush is more than ``grace_s`` late: their chain of flushes
+        was lost (say, the next flush could not be published). A flush for that time restarts
+        it; should the lost one turn up after all, it answers stale."""
+        now_s = self._clock_now_s()
+        return [
+            alert
+            for alert in self.open_alerts()
+            if alert.next_flush_at_s is not None and now_s - alert.next_flush_at_s > grace_s
+        ]
+
     def open_alerts(self) -> list[AlertState]:
         """Every open alert, oldest first."""
         index: dict[str, str] = self._client.hgetall(self._keys.alerts_open)  # type: ignore[assignment]
@@ -241,6 +259,9 @@ class AlertStore:
                     count=int(fields["count"]),
                     opened_at_s=int(fields["opened_us"]) / 1e6,
                     level=int(fields["sent_level"]),
+                    next_flush_at_s=int(fields["next_flush_us"]) / 1e6
+                    if int(fields.get("next_flush_us") or 0)
+                    else None,
                 )
             )
         return sorted(states, key=lambda s: s.opened_at_s)

@@ -22,12 +22,14 @@ from resilience.notify.channel import Delivery
 from resilience.notify.escalator import Escalator, SendReport
 from resilience.notify.model import Notification, notification_from_json, notification_to_json
 
-__all__ = ["MAX_CHANNEL_RETRIES", "EscalationService", "Next"]
+__all__ = ["MAX_CHANNEL_RETRIES", "SWEEP_GRACE_S", "EscalationService", "Next"]
 
 _log = structlog.get_logger("alchemiser.escalation")
 
 # A channel failing for a while is retried this many times, then left to its fallbacks.
 MAX_CHANNEL_RETRIES = 5
+# A flush this late is taken as lost and published again by the sweep (beat, every minute).
+SWEEP_GRACE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,28 @@ class EscalationService:
             return None, []
         report = self._escalator.acknowledge(notice, self._rule(notice.rule))
         return report, _retries(report)
+
+    def sweep(self) -> list[Next]:
+        """A flush now for each open alert whose chain of flushes was lost (its next flush is
+        more than :data:`SWEEP_GRACE_S` late): say, the task that ran the last flush could not
+        publish the next. A duplicate of a flush that was only late answers stale."""
+        upcoming = []
+        for alert in self._store.overdue(SWEEP_GRACE_S):
+            assert alert.next_flush_at_s is not None
+            _log.warning(
+                "alert_chain_restarted",
+                alert_id=alert.alert_id,
+                group=alert.group,
+                late_s=round(self._clock.now_s() - alert.next_flush_at_s, 3),
+            )
+            upcoming.append(
+                Next(
+                    "flush",
+                    0.0,
+                    {"group": alert.group, "rule": alert.rule, "at": alert.next_flush_at_s},
+                )
+            )
+        return upcoming
 
     def retry(
         self, channel: str, notification: dict[str, Any], attempt: int

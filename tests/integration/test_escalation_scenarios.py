@@ -403,3 +403,55 @@ def test_alerts_ack_acknowledges_the_pagerduty_incident(
         "dedup_key": trigger["dedup_key"],
     }
     assert len(smtp.messages) == 1
+
+
+def test_the_sweep_restarts_an_alert_whose_first_flush_was_never_published(
+    deployment_factory: Callable[..., Deployment], smtp: SmtpServer
+) -> None:
+    """An alert opened whose first flush never reached the broker (the escalation task noted
+    the failure, then could not publish): a minute later beat's sweep (sent here as beat sends
+    it) makes a worker flush it, and the email goes out once; a second sweep does nothing."""
+    deployment = deployment_factory(
+        **email_settings(smtp),
+        ALCHEMISER_ESCALATION=escalation(
+            {"name": "all", "group_wait_s": 0, "levels": [{"after_s": 0, "channels": ["email"]}]}
+        ),
+        ALCHEMISER_GROUPING_GROUP_INTERVAL_S=POLL_EVERY_S,
+    )
+    keys = deployment.runtime.resilience.keys
+    store = AlertStore(deployment.redis, keys)
+    policy = deployment.settings.escalation_policy
+    failure = {
+        "severity": "high",
+        "priority": "P2",
+        "title": "DatabaseError in trading: sync_positions",
+        "error_type": "DatabaseError",
+        "error_id": uuid.uuid4().hex,
+        "message": "connection reset",
+        "component": "trading",
+        "operation": "sync_positions",
+        "task_name": "tasks.sync_positions",
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
+    noted = store.note(failure, policy.rules[0])  # type: ignore[arg-type]
+    deployment.start_workers(concurrency=2)
+    deployment.runtime.chaos.shift_clock(61)
+    (worker,) = deployment.workers
+
+    def sweep() -> None:
+        deployment.app.send_task("tasks.escalate", kwargs={"sweep": {}})
+
+    sweep()
+    wait_for(lambda: len(smtp.messages) >= 1, 30, "the restarted flush to send the email")
+    assert [f["action"] for f in flushes_by(worker, noted.alert_id)][:1] == ["notify"]
+    sweep()
+    wait_for(
+        lambda: (
+            len(deployment.log_events("alert_chain_restarted")) >= 1
+            and len(flushes_by(worker, noted.alert_id)) >= 2
+        ),
+        30,
+        "the chain to run on",
+    )
+    assert len(deployment.log_events("alert_chain_restarted")) == 1
+    assert len(smtp.messages) == 1

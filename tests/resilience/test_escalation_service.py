@@ -14,7 +14,7 @@ from resilience.notify.alert_store import AlertStore, GroupTiming
 from resilience.notify.channel import Delivery, FailureReason
 from resilience.notify.escalator import DeliveryStats, Escalator
 from resilience.notify.model import Notification, notification_to_json
-from resilience.notify.service import MAX_CHANNEL_RETRIES, EscalationService
+from resilience.notify.service import MAX_CHANNEL_RETRIES, SWEEP_GRACE_S, EscalationService
 from resilience.notify.throttle import NotificationThrottle
 from tests.fakes.channels import ScriptedChannel
 
@@ -146,3 +146,27 @@ def test_flushes_are_scheduled_at_most_a_group_interval_ahead_and_an_early_one_w
     told, report, _ = escalation.flush(**again.kwargs)
     assert told.action == "notify"
     assert report is not None and report.delivered_to == ("email",)
+
+
+def test_the_sweep_restarts_a_chain_of_flushes_that_was_lost(
+    client: redis.Redis, keys: KeySpace, clock: ManualClock
+) -> None:
+    """The flush after a notification was never published: 30 s late it is left alone (it may
+    be queued), more than SWEEP_GRACE_S late the sweep publishes it for the time the alert
+    expects; it runs as the lost one would have; once the chain runs again nothing is swept;
+    and the lost flush turning up after all answers stale."""
+    channels = {n: ScriptedChannel(n) for n in ("email", "slack", "sms", "console")}
+    escalation = service(client, keys, clock, channels)
+    (first,) = escalation.note(failure(1))
+    _, _, (lost,) = escalation.flush(**first.kwargs)
+    clock.advance(lost.countdown_s + 30.0)
+    assert escalation.sweep() == []
+    clock.advance(SWEEP_GRACE_S)
+    (restarted,) = escalation.sweep()
+    assert (restarted.kind, restarted.countdown_s, restarted.kwargs) == ("flush", 0.0, lost.kwargs)
+    assert escalation.note(failure(2)) == []  # still failing: the alert stays open
+    decided, _, (following,) = escalation.flush(**restarted.kwargs)
+    assert (decided.action, following.kind, following.countdown_s) == ("none", "flush", 300.0)
+    assert escalation.sweep() == []
+    late, _, upcoming = escalation.flush(**lost.kwargs)
+    assert (late.action, upcoming) == ("stale", [])

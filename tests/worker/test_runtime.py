@@ -132,3 +132,15 @@ def test_an_alpaca_worker_imports_alpaca_py_before_its_pool_forks(redis_url: str
     assert "tasks.brokers.alpaca" in create_app(alpaca_settings(redis_url)).conf.include
     paper = Settings(redis_url=redis_url)
     assert "tasks.brokers.alpaca" not in create_app(paper).conf.include
+
+
+def test_beat_sweeps_for_lost_alert_chains_every_minute(redis_url: str) -> None:
+    """Beat publishes tasks.escalate(sweep) every minute, routed to the escalation queue."""
+    app = create_app(Settings(redis_url=redis_url))
+    entry = app.conf.beat_schedule["escalation-sweep"]
+    assert (entry["task"], entry["schedule"], entry["kwargs"]) == (
+        "tasks.escalate",
+        60.0,
+        {"sweep": {}},
+    )
+    assert app.amqp.router.route({}, "tasks.escalate")["queue"].name == "escalation"
