@@ -10,6 +10,7 @@ from resilience.clock import ManualClock
 from resilience.context import ErrorNotificationData
 from resilience.escalation import DEFAULT_POLICY, policy_from_mapping
 from resilience.keys import KeySpace
+from resilience.notify import render
 from resilience.notify.alert_store import AlertStore, GroupTiming
 from resilience.notify.channel import Delivery, FailureReason
 from resilience.notify.escalator import DeliveryStats, Escalator
@@ -170,3 +171,36 @@ def test_the_sweep_restarts_a_chain_of_flushes_that_was_lost(
     assert escalation.sweep() == []
     late, _, upcoming = escalation.flush(**lost.kwargs)
     assert (late.action, upcoming) == ("stale", [])
+
+
+def test_a_burst_of_1000_failures_sends_exactly_the_plan_limit_and_reports_the_rest(
+    client: redis.Redis, keys: KeySpace, clock: ManualClock
+) -> None:
+    """1,000 critical failures at one instant, each of its own component (1,000 alerts, none
+    grouped with another): exactly 5 notifications go out (critical: 5 per 5 minutes), the
+    other 995 are counted suppressed; the first one out once the window has passed says 995
+    were held back."""
+    channels = {n: ScriptedChannel(n) for n in ("email", "slack", "sms", "console")}
+    escalation = service(client, keys, clock, channels)
+    flushes = []
+    for n in range(1000):
+        data = failure(n)
+        data["component"] = f"desk-{n}"
+        (flush,) = escalation.note(data)
+        flushes.append(flush)
+    reports = [escalation.flush(**f.kwargs)[1] for f in flushes]
+    assert sum(1 for r in reports if r is not None and r.sent) == 5
+    assert [len(channels[n].sent) for n in ("email", "slack", "sms")] == [5, 5, 5]
+    stats = DeliveryStats(client, keys).snapshot()
+    assert stats["notifications_suppressed_total|rate_limited"] == 995
+    clock.advance(300.0)
+    late = failure(1000)
+    late["component"] = "desk-1000"
+    (flush,) = escalation.note(late)
+    _, report, _ = escalation.flush(**flush.kwargs)
+    assert report is not None and report.sent
+    assert report.held_back == 995
+    assert (
+        "995 more notifications of this kind were held back"
+        in render.email(channels["email"].sent[-1]).text
+    )
