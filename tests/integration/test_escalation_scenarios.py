@@ -442,7 +442,11 @@ def test_the_sweep_restarts_an_alert_whose_first_flush_was_never_published(
         deployment.app.send_task("tasks.escalate", kwargs={"sweep": {}})
 
     sweep()
-    wait_for(lambda: len(smtp.messages) >= 1, 30, "the restarted flush to send the email")
+    wait_for(
+        lambda: len(smtp.messages) >= 1 and len(flushes_by(worker, noted.alert_id)) >= 1,
+        30,
+        "the restarted flush to send the email (and log it)",
+    )
     assert [f["action"] for f in flushes_by(worker, noted.alert_id)][:1] == ["notify"]
     sweep()
     wait_for(
