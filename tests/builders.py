@@ -6,10 +6,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from resilience.context import ErrorNotificationData
 from resilience.deadletter import DeadLetter
 from resilience.resources import BreakerConfig, ResourceConfig
 
-__all__ = ["breaker", "dead_order", "guarded"]
+__all__ = ["breaker", "dead_order", "final_failure", "guarded"]
 
 
 def breaker(**overrides: Any) -> BreakerConfig:
@@ -62,3 +63,22 @@ def dead_order(entry_id: str = "dl-1", **changes: Any) -> DeadLetter:
         dead_at=datetime.now(UTC).isoformat(),
     )
     return replace(entry, **changes)
+
+
+def final_failure(n: int = 1, **changes: Any) -> ErrorNotificationData:
+    """Final failure number ``n`` of an order, as the escalation task is told of it."""
+    failure: dict[str, Any] = {
+        "severity": "critical",
+        "priority": "P1",
+        "title": "OrderExecutionError in trading: submit_order",
+        "error_type": "OrderExecutionError",
+        "error_id": f"err-{n}",
+        "message": "broker answered 503",
+        "component": "trading",
+        "operation": "submit_order",
+        "task_name": "tasks.submit_order",
+        "occurred_at": "2026-11-29T03:00:00+00:00",
+        "dead_letter_id": f"dl-{n}",
+        **changes,
+    }
+    return failure  # type: ignore[return-value]

@@ -68,6 +68,26 @@ def escalation(*rules: dict[str, Any]) -> str:
     return json.dumps({"rules": list(rules)})
 
 
+def critical_at_once(*channels: str) -> str:
+    """A policy telling ``channels`` of a critical failure at once."""
+    return escalation(
+        {
+            "name": "critical",
+            "severities": ["critical"],
+            "group_wait_s": 0,
+            "levels": [{"after_s": 0, "channels": list(channels)}],
+        }
+    )
+
+
+def dead_letter_a_critical_order(deployment: Deployment) -> None:
+    """Start two workers and have one order refused as a SecurityError (critical, never
+    retried): dead-lettered and escalated."""
+    deployment.runtime.chaos.inject(ChaosRule("broker.submit_order", "SecurityError", count=1))
+    deployment.start_workers(concurrency=2)
+    deployment.dead_letter(deployment.submit(order_kwargs("NVDA", 1)), 60)
+
+
 def flushes(deployment: Deployment, alert_id: str | None = None) -> list[dict[str, Any]]:
     """The alert flushes the deployment's workers ran (of one alert, if given), in order."""
     events = deployment.log_events("alert_flush")
@@ -231,18 +251,9 @@ def test_slack_429_and_smtp_421_are_retried_and_the_429_after_its_retry_after(
         **email_settings(smtp),
         ALCHEMISER_SLACK_WEBHOOK_URL=f"{slack.url}{SLACK_PATH}",
         ALCHEMISER_NOTIFICATION_RETRY_S="1",
-        ALCHEMISER_ESCALATION=escalation(
-            {
-                "name": "critical",
-                "severities": ["critical"],
-                "group_wait_s": 0,
-                "levels": [{"after_s": 0, "channels": ["email", "slack"]}],
-            }
-        ),
+        ALCHEMISER_ESCALATION=critical_at_once("email", "slack"),
     )
-    deployment.runtime.chaos.inject(ChaosRule("broker.submit_order", "SecurityError", count=1))
-    deployment.start_workers(concurrency=2)
-    deployment.dead_letter(deployment.submit(order_kwargs("NVDA", 1)), 60)
+    dead_letter_a_critical_order(deployment)
     wait_for(
         lambda: len(slack.requests) >= 2 and len(smtp.messages) >= 1, 60, "the retries to deliver"
     )
@@ -377,18 +388,9 @@ def test_alerts_ack_acknowledges_the_pagerduty_incident(
         **email_settings(smtp),
         ALCHEMISER_PAGERDUTY_ROUTING_KEY=routing_key,
         ALCHEMISER_PAGERDUTY_EVENTS_URL=f"{hook.url}/v2/enqueue",
-        ALCHEMISER_ESCALATION=escalation(
-            {
-                "name": "critical",
-                "severities": ["critical"],
-                "group_wait_s": 0,
-                "levels": [{"after_s": 0, "channels": ["pagerduty", "email"]}],
-            }
-        ),
+        ALCHEMISER_ESCALATION=critical_at_once("pagerduty", "email"),
     )
-    deployment.runtime.chaos.inject(ChaosRule("broker.submit_order", "SecurityError", count=1))
-    deployment.start_workers(concurrency=2)
-    deployment.dead_letter(deployment.submit(order_kwargs("AMD", 1)), 60)
+    dead_letter_a_critical_order(deployment)
     wait_for(lambda: len(hook.requests) >= 1 and len(smtp.messages) >= 1, 30, "the incident")
     (alert,) = AlertStore(deployment.redis, deployment.runtime.resilience.keys).open_alerts()
 

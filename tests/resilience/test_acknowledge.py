@@ -20,6 +20,7 @@ from resilience.notify.escalator import DeliveryStats, Escalator
 from resilience.notify.model import NotificationStatus
 from resilience.notify.service import EscalationService
 from resilience.notify.throttle import NotificationThrottle
+from tests.builders import final_failure
 from tests.fakes.channels import ScriptedChannel
 
 GROUP = "OrderExecutionError:trading"
@@ -34,19 +35,7 @@ CHANNELS = ("email", "slack", "pagerduty", "console")
 
 
 def failure(n: int) -> ErrorNotificationData:
-    return {
-        "severity": "high",
-        "priority": "P2",
-        "title": "OrderExecutionError in trading: submit_order",
-        "error_type": "OrderExecutionError",
-        "error_id": f"err-{n}",
-        "message": "broker answered 503",
-        "component": "trading",
-        "operation": "submit_order",
-        "task_name": "tasks.submit_order",
-        "occurred_at": "2026-11-29T03:00:00+00:00",
-        "dead_letter_id": f"dl-{n}",
-    }
+    return final_failure(n, severity="high", priority="P2")
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from resilience.notify.render import (
     webhook,
 )
 from resilience.policy import ErrorSeverity
+from tests.builders import final_failure
 
 XSS = '<script>alert(1)</script> & "quotes"'
 RUNBOOK = "https://runbooks.example.com/insufficient-funds?team=trading&v=2"
@@ -38,23 +39,20 @@ DEAD_LETTERS = "https://ops.example.com/dead-letters?group=InsufficientFundsErro
 
 def failure(number: int = 1, **changes: Any) -> ErrorNotificationData:
     """One final failure of the InsufficientFundsError group in ``trading``."""
-    data: dict[str, Any] = {
-        "severity": "critical",
-        "priority": "p1",
-        "title": "Order rejected",
-        "error_type": "InsufficientFundsError",
-        "error_id": f"err-{number}",
-        "message": f"buying power 120.50 below order cost 980.00 (order {number})",
-        "component": "trading",
-        "operation": "submit_order",
-        "task_name": "tasks.trading.submit_order",
-        "occurred_at": f"2026-03-02T14:30:0{number}+00:00",
-        "dead_letter_id": f"dl-{number}",
-        "client_order_id": f"coid-{number}",
-        "attempts": 3,
-    }
-    data.update(changes)
-    return cast(ErrorNotificationData, data)
+    return final_failure(
+        number,
+        **{
+            "priority": "p1",
+            "title": "Order rejected",
+            "error_type": "InsufficientFundsError",
+            "message": f"buying power 120.50 below order cost 980.00 (order {number})",
+            "task_name": "tasks.trading.submit_order",
+            "occurred_at": f"2026-03-02T14:30:0{number}+00:00",
+            "client_order_id": f"coid-{number}",
+            "attempts": 3,
+            **changes,
+        },
+    )
 
 
 def group(count: int = 3, **links: str) -> Notification:

@@ -16,6 +16,7 @@ from resilience.errors import ConfigurationError
 from resilience.keys import KeySpace
 from resilience.notify.channel import NotificationChannel
 from resilience.notify.model import NotificationStatus
+from tests.builders import final_failure
 from tests.fakes.channels import ScriptedChannel
 from worker import runtime
 from worker.channels import ChannelConfigs, build_channels, channel_configs, resolved_to
@@ -73,18 +74,7 @@ def test_send_resolved_alone_does_not_make_a_channel_given(
 
 def failure() -> ErrorNotificationData:
     """One critical final failure."""
-    return {
-        "severity": "critical",
-        "priority": "P1",
-        "title": "OrderExecutionError in trading: submit_order",
-        "error_type": "OrderExecutionError",
-        "error_id": "err-1",
-        "message": "broker answered 503",
-        "component": "trading",
-        "operation": "submit_order",
-        "task_name": "tasks.submit_order",
-        "occurred_at": "2026-11-29T03:00:00+00:00",
-    }
+    return final_failure(dead_letter_id=None)
 
 
 @pytest.mark.parametrize(
