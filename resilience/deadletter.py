@@ -228,6 +228,16 @@ class DeadLetterStore:
         """How many entries the store holds (every status)."""
         return int(self._client.zcard(self._keys.dlq_index))
 
+    def awaiting(self) -> int:
+        """How many entries wait for an operator (status ``dead``: not replayed, not being
+        replayed)."""
+        statuses = cast("list[str]", self._client.hvals(self._keys.dlq_status))
+        return self.count() - sum(1 for status in statuses if status != "dead")
+
+    def dead_since(self, since_ms: int) -> int:
+        """How many entries were dead-lettered at or after ``since_ms`` (Unix ms)."""
+        return int(self._client.zcount(self._keys.dlq_index, since_ms, "+inf"))
+
     def evicted_total(self) -> int:
         """How many entries were ever evicted by the bounds."""
         return int(self._client.get(self._keys.dlq_evicted) or 0)

@@ -1,0 +1,372 @@
+"""The fleet's health: HEALTHY, WARNING or CRITICAL, why, and what to do about it.
+
+Every figure comes from Redis (the fleet-wide error metrics, the breakers, the dead letters, the
+open alerts), so any process asking gets the same answer. Each rule is one :class:`HealthCheck`;
+the report's status is the worst of them. The rules (the plan's, with the guard and the dead
+letters added; thresholds in :class:`HealthRules`):
+
+* CRITICAL: a critical error in the last 5 minutes; a breaker ``open`` or ``forced_open`` (the
+  API behind it is cut off for the whole fleet); half or more of the failed tasks that finished
+  (recovered or dead-lettered) died, once there are enough of them to say so.
+* WARNING: the error rate over the last 5 minutes at or above 1 per minute; a breaker
+  ``half_open`` (probing) or ``disabled`` (bypassed by an operator); a task dead-lettered in the
+  last 15 minutes.
+
+Old dead letters waiting for an operator are reported (``dlq.awaiting``) but do not make the
+fleet unhealthy: they are work to do, not a fault now. Time is the fleet's clock (Redis time plus
+the chaos drill's shift), so ``alchemiser chaos clock`` ages an incident out as it does alerts.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from resilience.clock import Clock
+from resilience.deadletter import DeadLetterStore
+from resilience.errors import ConfigurationError, error_class_by_name
+from resilience.guard_status import BreakerState, BreakerStatus
+from resilience.notify.alert_store import AlertState
+
+__all__ = [
+    "RECOMMENDATIONS",
+    "ErrorSignals",
+    "HealthCheck",
+    "HealthMonitor",
+    "HealthReport",
+    "HealthRules",
+    "HealthStatus",
+    "RecoverySignals",
+]
+
+
+class HealthStatus(enum.StrEnum):
+    """The fleet's status; ``alchemiser health`` exits with :attr:`exit_code` (CONTRACT)."""
+
+    HEALTHY = "healthy"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def exit_code(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {HealthStatus.HEALTHY: 0, HealthStatus.WARNING: 1, HealthStatus.CRITICAL: 2}
+
+
+class RecoverySignals(Protocol):
+    """How failed tasks ended (resilience.metrics.RecoveryStats)."""
+
+    @property
+    def recovered(self) -> int: ...
+
+    @property
+    def dead(self) -> int: ...
+
+    @property
+    def failure_rate(self) -> float: ...
+
+
+class ErrorSignals(Protocol):
+    """The fleet-wide error metrics the rules read (resilience.metrics.ErrorMetrics)."""
+
+    def error_rate_per_min(self, window_s: float, key: str | None = None) -> float: ...
+
+    def critical_count(self, window_s: float) -> int: ...
+
+    def error_counts(self) -> dict[str, int]: ...
+
+    def recovery(self) -> RecoverySignals: ...
+
+
+class BreakerSource(Protocol):
+    """Every configured breaker now (resilience.guard_status.GuardStatus)."""
+
+    def breakers(self) -> list[BreakerStatus]: ...
+
+
+class AlertSource(Protocol):
+    """The open alerts (resilience.notify.alert_store.AlertStore)."""
+
+    def open_alerts(self) -> list[AlertState]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRules:
+    """The thresholds of the health rules (see the module)."""
+
+    error_rate_per_min: float = 1.0
+    error_rate_window_s: float = 300.0
+    critical_errors: int = 1
+    critical_window_s: float = 300.0
+    recovery_failure_rate: float = 0.5
+    # Fewer finished failures than this say nothing about recovery (one dead task is 100 %).
+    recovery_min_finished: int = 4
+    recent_dead_letter_window_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate_per_min", "error_rate_window_s", "critical_window_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+                raise ConfigurationError(f"health: {name} must be a number > 0, got {value!r}")
+        if not 0 < self.recovery_failure_rate <= 1:
+            raise ConfigurationError("health: recovery_failure_rate is a fraction in (0, 1]")
+        if self.critical_errors < 1 or self.recovery_min_finished < 1:
+            raise ConfigurationError("health: critical_errors and recovery_min_finished are >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """One rule's verdict."""
+
+    name: str
+    status: HealthStatus
+    message: str
+    observed: float | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """Everything ``alchemiser health --json``, ``/health`` and the dashboard show."""
+
+    status: HealthStatus
+    checked_at: str  # ISO-8601 UTC, on the fleet's clock
+    checks: tuple[HealthCheck, ...]
+    summary: dict[str, float]
+    breakers: tuple[BreakerStatus, ...]
+    dlq: dict[str, int]
+    recovery: dict[str, float]
+    error_counts: dict[str, int]
+    active_alerts: tuple[AlertState, ...]
+    recommendations: tuple[str, ...] = field(default=())
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """What is not healthy, worst first."""
+        failing = [c for c in self.checks if c.status is not HealthStatus.HEALTHY]
+        return tuple(c.message for c in sorted(failing, key=lambda c: -_RANK[c.status]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document (CONTRACT: ``{"status": ..., ...}``)."""
+        return {
+            "status": self.status.value,
+            "checked_at": self.checked_at,
+            "reasons": list(self.reasons),
+            "summary": self.summary,
+            "checks": [{**asdict(c), "status": c.status.value} for c in self.checks],
+            "breakers": [b.to_dict() for b in self.breakers],
+            "dlq": self.dlq,
+            "recovery": self.recovery,
+            "error_counts": self.error_counts,
+            "active_alerts": [asdict(a) for a in self.active_alerts],
+            "recommendations": list(self.recommendations),
+        }
+
+
+class HealthMonitor:
+    """Builds health reports from the fleet's shared state."""
+
+    def __init__(
+        self,
+        errors: ErrorSignals,
+        breakers: BreakerSource,
+        dead_letters: DeadLetterStore,
+        alerts: AlertSource,
+        *,
+        clock: Clock,
+        rules: HealthRules | None = None,
+    ) -> None:
+        self._errors = errors
+        self._breakers = breakers
+        self._dead_letters = dead_letters
+        self._alerts = alerts
+        self._clock = clock
+        self.rules = rules or HealthRules()
+
+    def report(self) -> HealthReport:
+        """The fleet's health now."""
+        rules = self.rules
+        now_s = self._clock.now_s()
+        error_rate = self._errors.error_rate_per_min(rules.error_rate_window_s)
+        critical = self._errors.critical_count(rules.critical_window_s)
+        recovery = self._errors.recovery()
+        breakers = tuple(self._breakers.breakers())
+        recent_ms = int((now_s - rules.recent_dead_letter_window_s) * 1000)
+        dlq = {
+            "awaiting": self._dead_letters.awaiting(),
+            "recent": self._dead_letters.dead_since(recent_ms),
+        }
+        checks = (
+            _critical_errors(critical, rules),
+            _error_rate(error_rate, rules),
+            _recovery(recovery, rules),
+            *(_breaker(b) for b in breakers),
+            _recent_dead_letters(dlq["recent"], rules),
+        )
+        counts = self._errors.error_counts()
+        status = max((c.status for c in checks), key=lambda s: _RANK[s])
+        return HealthReport(
+            status=status,
+            checked_at=datetime.fromtimestamp(now_s, UTC).isoformat(timespec="seconds"),
+            checks=checks,
+            summary={
+                "error_rate_per_min": round(error_rate, 3),
+                "critical_errors": critical,
+                "dead_letters_awaiting": dlq["awaiting"],
+                "breakers_open": sum(b.state in _CUT_OFF for b in breakers),
+            },
+            breakers=breakers,
+            dlq=dlq,
+            recovery={
+                "recovered": recovery.recovered,
+                "dead": recovery.dead,
+                "failure_rate": round(recovery.failure_rate, 4),
+            },
+            error_counts=counts,
+            active_alerts=tuple(self._alerts.open_alerts()),
+            recommendations=recommendations_for(counts, breakers),
+        )
+
+
+_CUT_OFF = (BreakerState.OPEN, BreakerState.FORCED_OPEN)
+
+
+def _critical_errors(count: int, rules: HealthRules) -> HealthCheck:
+    minutes = rules.critical_window_s / 60
+    if count >= rules.critical_errors:
+        return HealthCheck(
+            "critical_errors",
+            HealthStatus.CRITICAL,
+            f"{count} critical error(s) in the last {minutes:g} min",
+            count,
+            rules.critical_errors,
+        )
+    return HealthCheck(
+        "critical_errors", HealthStatus.HEALTHY, "no critical error", count, rules.critical_errors
+    )
+
+
+def _error_rate(rate: float, rules: HealthRules) -> HealthCheck:
+    minutes = rules.error_rate_window_s / 60
+    status = HealthStatus.WARNING if rate >= rules.error_rate_per_min else HealthStatus.HEALTHY
+    return HealthCheck(
+        "error_rate",
+        status,
+        f"{rate:.2f} errors/min over the last {minutes:g} min",
+        round(rate, 3),
+        rules.error_rate_per_min,
+    )
+
+
+def _recovery(recovery: RecoverySignals, rules: HealthRules) -> HealthCheck:
+    finished = recovery.recovered + recovery.dead
+    rate = recovery.failure_rate
+    if finished >= rules.recovery_min_finished and rate >= rules.recovery_failure_rate:
+        return HealthCheck(
+            "recovery",
+            HealthStatus.CRITICAL,
+            f"{rate:.0%} of failed tasks died ({recovery.dead} of {finished})",
+            round(rate, 4),
+            rules.recovery_failure_rate,
+        )
+    return HealthCheck(
+        "recovery",
+        HealthStatus.HEALTHY,
+        f"{recovery.recovered} recovered, {recovery.dead} dead",
+        round(rate, 4),
+        rules.recovery_failure_rate,
+    )
+
+
+_BREAKER_STATUS = {
+    BreakerState.OPEN: (HealthStatus.CRITICAL, "open: calls are refused fleet-wide"),
+    BreakerState.FORCED_OPEN: (HealthStatus.CRITICAL, "forced open by an operator"),
+    BreakerState.HALF_OPEN: (HealthStatus.WARNING, "half open: probing the API"),
+    BreakerState.DISABLED: (HealthStatus.WARNING, "disabled by an operator: nothing protects"),
+}
+
+
+def _breaker(breaker: BreakerStatus) -> HealthCheck:
+    status, what = _BREAKER_STATUS.get(breaker.state, (HealthStatus.HEALTHY, "closed"))
+    return HealthCheck(f"breaker:{breaker.name}", status, f"breaker {breaker.name} {what}")
+
+
+def _recent_dead_letters(recent: int, rules: HealthRules) -> HealthCheck:
+    minutes = rules.recent_dead_letter_window_s / 60
+    status = HealthStatus.WARNING if recent > 0 else HealthStatus.HEALTHY
+    return HealthCheck(
+        "dead_letters",
+        status,
+        f"{recent} task(s) dead-lettered in the last {minutes:g} min",
+        recent,
+        1,
+    )
+
+
+# What to do, by the class of the errors seen (a subclass takes its nearest listed ancestor).
+RECOMMENDATIONS: Mapping[str, str] = {
+    "InsufficientFundsError": (
+        "Orders are refused for buying power: check the account's cash and the strategy's"
+        " sizing before replaying them (alchemiser dlq list --error InsufficientFundsError)."
+    ),
+    "OrderExecutionError": (
+        "The broker refuses orders as sent: read the dead letters' messages, fix the payloads,"
+        " then replay (alchemiser dlq replay ID)."
+    ),
+    "RateLimitError": (
+        "The broker's rate limit is being hit: lower the broker.api rate"
+        ' ([resources."broker.api".rate_limit]) or spread the schedule.'
+    ),
+    "TradingClientError": (
+        "The trading API fails transiently: check the broker's status page; the breaker and"
+        " the retry budget hold the fleet back meanwhile (alchemiser breaker list)."
+    ),
+    "MarketDataError": "Market data fails: check the data feed; quotes are retried with backoff.",
+    "SecurityError": (
+        "Credentials are refused: rotate or fix ALPACA_API_KEY / ALPACA_SECRET_KEY now; nothing"
+        " is retried until they work."
+    ),
+    "ConfigurationError": "The configuration is wrong: run a worker in the foreground to see it.",
+    "DatabaseError": "Redis misbehaves: check its memory, persistence and network.",
+    "ValidationError": (
+        "Tasks arrive with bad payloads: find the producer (alchemiser dlq list --error"
+        " ValidationError) and fix it; replaying will not help."
+    ),
+}
+_BREAKER_ADVICE = (
+    "A breaker is open: the API behind it failed; it probes again at open_until"
+    " (alchemiser breaker list). Force it with 'breaker open', undo with 'breaker reset'."
+)
+
+
+def recommendations_for(
+    error_counts: Mapping[str, int], breakers: Sequence[BreakerStatus]
+) -> tuple[str, ...]:
+    """Advice for the error classes present (each once, most errors first) and open breakers."""
+    advice: dict[str, int] = {}
+    for key, count in error_counts.items():
+        text = _advice_for(key.partition(":")[0])
+        if text is not None and count > 0:
+            advice[text] = advice.get(text, 0) + count
+    ordered = sorted(advice, key=lambda text: -advice[text])
+    if any(b.state in _CUT_OFF for b in breakers):
+        ordered.insert(0, _BREAKER_ADVICE)
+    return tuple(ordered)
+
+
+def _advice_for(error_type: str) -> str | None:
+    try:
+        cls: type | None = error_class_by_name(error_type)
+    except KeyError:
+        return RECOMMENDATIONS.get(error_type)
+    while cls is not None and cls is not object:
+        if cls.__name__ in RECOMMENDATIONS:
+            return RECOMMENDATIONS[cls.__name__]
+        cls = cls.__base__
+    return None
