@@ -340,8 +340,9 @@ RECOMMENDATIONS: Mapping[str, str] = {
     ),
 }
 _BREAKER_ADVICE = (
-    "A breaker is open: the API behind it failed; it probes again at open_until"
-    " (alchemiser breaker list). Force it with 'breaker open', undo with 'breaker reset'."
+    "A breaker refuses every call to its resource, fleet-wide: an open one (the API failed)"
+    " probes again at open_until (alchemiser breaker list); one forced open by an operator"
+    " stays so until 'alchemiser breaker reset NAME'."
 )
 
 

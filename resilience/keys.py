@@ -103,6 +103,11 @@ class KeySpace:
     def redeliveries(self, task_id: str, delivery: str) -> str:
         return self._key("redeliveries", task_id, delivery)
 
+    # Alert thresholds
+    def threshold_cooldown(self, name: str) -> str:
+        """Set while threshold ``name`` was breached within its cool-down (one incident)."""
+        return self._key("thresholds", "cooldown", name)
+
     # Fault injection
     @property
     def chaos_rules(self) -> str:
@@ -121,6 +126,25 @@ class KeySpace:
     @property
     def outcomes(self) -> str:
         return self._key("outcomes", "counts")
+
+    # Error metrics (resilience/metrics.py): totals per error type, component and severity,
+    # one hash per time bucket (expiring after the metrics' horizon), the capped log of
+    # critical errors and the recovery counters.
+    @property
+    def error_totals(self) -> str:
+        return self._key("metrics", "errors")
+
+    def error_bucket(self, start_s: int) -> str:
+        """The errors counted in the bucket that starts at ``start_s`` (epoch seconds)."""
+        return self._key("metrics", "errors", str(start_s))
+
+    @property
+    def critical_errors(self) -> str:
+        return self._key("metrics", "critical")
+
+    @property
+    def recovery(self) -> str:
+        return self._key("metrics", "recovery")
 
     # Paper broker (the simulated exchange)
     @property

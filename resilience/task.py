@@ -41,7 +41,9 @@ from resilience.errors import (
 from resilience.guard import Admission, Guard, Outcome, RetryKind
 from resilience.handler import ErrorHandler, notification_data
 from resilience.keys import KeySpace
+from resilience.metrics import ErrorMetrics
 from resilience.outcomes import OutcomeCounter
+from resilience.reporting import FailureAction, FailureReport, FailureReporter, report_to
 from resilience.resolver import Action, Decision, decide
 from resilience.scrub import Scrubber
 
@@ -73,8 +75,12 @@ class ResilienceRuntime:
     max_redeliveries: int = 3
     # Fleet-wide breakers and limits of the resources tasks declare; None: nothing is guarded.
     guard: Guard | None = None
+    # Fleet-wide recovery counts (the handler's recorders count the errors); None: not kept.
+    metrics: ErrorMetrics | None = None
     escalation_task: str = "tasks.escalate"
     rng: random.Random = field(default_factory=random.Random)
+    # Told of every retry, deferral and dead letter (an error tracker such as Sentry).
+    reporters: tuple[FailureReporter, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +193,11 @@ class ResilientTask(Task):  # type: ignore[type-arg]
                     cause=None,
                 )
                 raise Ignore()
+        # A replay's first delivery, counted once however it ends (its retries, deferrals and
+        # redeliveries carry the same replay_of); a replay the publisher lost is not counted.
+        first_of_replay = not (state.failures or state.deferrals or redelivered)
+        if state.replay_of and first_of_replay and runtime.metrics is not None:
+            runtime.metrics.record_replayed()
         kwargs = self.prepare_kwargs(dict(kwargs))
         deadline = self.deadline_s(kwargs)
         if deadline is not None and runtime.clock.now_s() > deadline:
@@ -222,6 +233,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         self._record(runtime, admission, Outcome.OK, started)
         if state.failures or redelivered:
             runtime.outcomes.incr("recovered", self.name)
+            if runtime.metrics is not None:
+                runtime.metrics.record_recovered(state.failures)
         return result
 
     def _admit(
@@ -280,6 +293,9 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             countdown_s=round(decision.countdown_s, 3),
         )
         record = self._attempt_record(runtime, refused, decision, now_s, state)
+        self._report(
+            runtime, "defer", refused, state, decision.reason, countdown_s=decision.countdown_s
+        )
         self._schedule_retry(
             args, kwargs, decision.countdown_s, state.after(record, deferred=True), refused
         )
@@ -394,6 +410,15 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             )
             raise error from exc
         runtime.outcomes.incr("deferred" if deferred else "retried", self.name)
+        self._report(
+            runtime,
+            "defer" if deferred else "retry",
+            error,
+            state,
+            decision.reason,
+            cause=exc,
+            countdown_s=decision.countdown_s,
+        )
         self._schedule_retry(args, kwargs, decision.countdown_s, next_state, error)
 
     def _schedule_retry(
@@ -503,8 +528,47 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             attempts=len(history),
             client_order_id=entry.client_order_id,
         )
+        self._report(runtime, "dead_letter", error, state, reason, cause=cause, entry=entry)
         if self.escalates and error.policy.escalate:
             self._escalate(runtime, error, entry, reason)
+
+    def _report(
+        self,
+        runtime: ResilienceRuntime,
+        action: FailureAction,
+        error: AlchemiserError,
+        state: DeliveryState,
+        reason: str,
+        *,
+        cause: BaseException | None = None,
+        countdown_s: float = 0.0,
+        entry: DeadLetter | None = None,
+    ) -> None:
+        """Tell the runtime's reporters (an error tracker) of this failure."""
+        if not runtime.reporters:
+            return
+        # A dead letter's state already counts its last failure: its history says how many
+        # of the attempts before it were retried.
+        retries = state.failures
+        if entry is not None:
+            retries = sum(attempt.get("action") == Action.RETRY.value for attempt in entry.attempts)
+        report = FailureReport(
+            action=action,
+            error=error,
+            cause=cause,
+            task_name=self.name,
+            task_id=str(self.request.id),
+            component=self.component,
+            reason=reason,
+            retry_count=retries,
+            resources=self.resources,
+            admission=self.admission,
+            countdown_s=countdown_s,
+            dead_letter_id=entry.id if entry else None,
+            client_order_id=entry.client_order_id if entry else None,
+            attempts=tuple(entry.attempts) if entry else (),
+        )
+        report_to(runtime.reporters, report)
 
     def _escalate(
         self, runtime: ResilienceRuntime, error: AlchemiserError, entry: DeadLetter, reason: str

@@ -6,8 +6,9 @@ noted into its group's alert. The escalation service then asks for runs of its o
 here with their countdowns on the ``escalation`` queue: ``flush`` (send what the alert's flush
 decided, on the policy's channels) and ``retry`` (a channel that failed for a while, once
 more). ``alchemiser alerts ack`` publishes ``acknowledged`` (tell PagerDuty the incident was
-acknowledged); beat publishes ``sweep`` every minute (restart chains of flushes that were
-lost). Without an escalation service (a runtime built without one) it only logs.
+acknowledged); beat publishes ``sweep`` (restart chains of flushes that were lost) and
+``evaluate`` (the alert thresholds, whose breaches come back as ``notification``) every
+minute. Without an escalation service (a runtime built without one) it only logs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from celery import shared_task
 
 from resilience.notify.service import EscalationService, Next
 from resilience.task import ResilientTask
-from tasks.runtime import trading_runtime
+from tasks.runtime import TradingRuntime, trading_runtime
 
 __all__ = ["escalate"]
 
@@ -42,9 +43,11 @@ def escalate(
     retry: dict[str, Any] | None = None,
     acknowledged: dict[str, Any] | None = None,
     sweep: dict[str, Any] | None = None,
+    evaluate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One step of escalation; returns what it did."""
-    service = trading_runtime(self.app).escalation
+    runtime = trading_runtime(self.app)
+    service = runtime.escalation
     if notification is not None:
         severity = str(notification.get("severity", "medium"))
         log = _log.critical if severity in ("critical", "high") else _log.warning
@@ -54,6 +57,8 @@ def escalate(
         upcoming = service.note(notification)  # type: ignore[arg-type]
         _publish(self, upcoming)
         return {"noted": True, "severity": severity, "scheduled": len(upcoming)}
+    if evaluate is not None:
+        return _evaluate(self, runtime)
     steps = {"flush": flush, "retry": retry, "acknowledged": acknowledged, "sweep": sweep}
     for kind, kwargs in steps.items():
         if kwargs is None:
@@ -63,7 +68,23 @@ def escalate(
         result, upcoming = _STEPS[kind](service, kwargs)
         _publish(self, upcoming)
         return result
-    raise ValueError("tasks.escalate needs notification, flush, retry, acknowledged or sweep")
+    raise ValueError(
+        "tasks.escalate needs notification, flush, retry, acknowledged, sweep or evaluate"
+    )
+
+
+def _evaluate(task: EscalationTask, runtime: TradingRuntime) -> dict[str, Any]:
+    """The alert thresholds now; each breach that starts an incident is escalated as a final
+    failure of its own (one group: AlertThresholdBreached in monitoring)."""
+    if runtime.thresholds is None:
+        return {"skipped": "no thresholds"}
+    fired = runtime.thresholds.evaluate()
+    for failure in fired:
+        _log.warning(
+            "threshold_breached", threshold=failure["operation"], message=failure["message"]
+        )
+        task.apply_async(kwargs={"notification": failure})
+    return {"fired": [failure["operation"] for failure in fired]}
 
 
 Step = Callable[[EscalationService, dict[str, Any]], tuple[dict[str, Any], list[Next]]]

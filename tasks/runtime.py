@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from celery import Celery
 
 from resilience.chaos import ChaosStore
+from resilience.monitoring import ThresholdMonitor
 from resilience.notify.service import EscalationService
 from resilience.task import ResilienceRuntime
 from tasks.brokers.base import BrokerAdapter
@@ -27,6 +28,8 @@ class TradingRuntime:
     order_ttl_s: float
     # tasks.escalate's: alerts, the policy and the channels (None: it only logs).
     escalation: EscalationService | None = None
+    # tasks.escalate's evaluate step: the alert thresholds against the fleet (None: off).
+    thresholds: ThresholdMonitor | None = None
 
 
 def trading_runtime(app: Celery) -> TradingRuntime:

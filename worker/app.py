@@ -14,7 +14,9 @@ from resilience.task import RUNTIME_SETTING
 from tasks.routing import QUEUES, ROUTES
 from tasks.runtime import TRADING_RUNTIME_SETTING
 from worker.logging import configure_logging, scrub_handlers
+from worker.publishing import SCRUBBER_SETTING
 from worker.runtime import RuntimeProvider
+from worker.sentry import SentryReporter, install_sentry
 from worker.settings import Settings, load_settings
 
 __all__ = ["TASK_MODULES", "create_app"]
@@ -31,7 +33,13 @@ def create_app(settings: Settings | None = None) -> Celery:
         # alpaca-py takes ~2 s to import: once in the worker's parent, before the pool forks,
         # rather than in every child on its first order.
         modules.append("tasks.brokers.alpaca")
-    app = Celery("alchemiser", broker=settings.effective_broker_url, include=modules)
+    # Task messages' argument reprs (what Flower and task events show) are scrubbed.
+    app = Celery(
+        "alchemiser",
+        broker=settings.effective_broker_url,
+        include=modules,
+        amqp="worker.publishing:ScrubbingAMQP",
+    )
     transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout_s}
     if settings.broker_is_redis:
         # Deployments sharing one Redis stay apart by key prefix (CONTRACT).
@@ -67,15 +75,27 @@ def create_app(settings: Settings | None = None) -> Celery:
                 "schedule": 60.0,
                 "kwargs": {"sweep": {}},
             },
+            # The alert thresholds (resilience.alerts) against the fleet's metrics.
+            "alert-thresholds": {
+                "task": "tasks.escalate",
+                "schedule": 60.0,
+                "kwargs": {"evaluate": {}},
+            },
         },
         timezone="UTC",
         enable_utc=True,
     )
-    provider = RuntimeProvider(settings)
+    # Sentry (SENTRY_DSN) in worker and beat processes: final failures and internal errors.
+    reporters: tuple[SentryReporter, ...] = ()
+    if settings.sentry_dsn is not None:
+        reporters = (SentryReporter(Scrubber(settings.secret_values())),)
+        install_sentry(settings, reporters[0])
+    provider = RuntimeProvider(settings, reporters=reporters)
     app.conf[TRADING_RUNTIME_SETTING] = provider
     app.conf[RUNTIME_SETTING] = provider.resilience
     app.conf["alchemiser_settings"] = settings
     scrubber = Scrubber(settings.secret_values())
+    app.conf[SCRUBBER_SETTING] = scrubber
     configure_logging(scrubber, settings.log_level)
 
     def scrub_celery_logger(logger: logging.Logger, **_: Any) -> None:

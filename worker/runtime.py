@@ -11,6 +11,7 @@ import threading
 import structlog
 from redis import Redis
 
+from resilience.alerts import AlertEvaluator
 from resilience.chaos import ChaosStore
 from resilience.classify import default_classifier
 from resilience.clock import Clock, SystemClock
@@ -19,11 +20,14 @@ from resilience.deadletter import DeadLetterStore
 from resilience.guard import Guard
 from resilience.handler import ErrorHandler
 from resilience.keys import KeySpace
+from resilience.metrics import ErrorMetrics
+from resilience.monitoring import FleetSignals, RedisCooldown, ThresholdMonitor
 from resilience.notify.alert_store import AlertStore
 from resilience.notify.escalator import DeliveryStats, Escalator
 from resilience.notify.service import EscalationService
 from resilience.notify.throttle import NotificationThrottle
 from resilience.outcomes import OutcomeCounter
+from resilience.reporting import FailureReporter
 from resilience.scrub import Scrubber
 from resilience.server_clock import ServerClock
 from resilience.task import ResilienceRuntime
@@ -33,7 +37,13 @@ from tasks.runtime import TradingRuntime
 from worker.channels import build_channels, resolved_to, unconfigured
 from worker.settings import Settings
 
-__all__ = ["ACCOUNT_RESOURCE", "RuntimeProvider", "build_escalation", "build_runtime"]
+__all__ = [
+    "ACCOUNT_RESOURCE",
+    "RuntimeProvider",
+    "build_escalation",
+    "build_runtime",
+    "build_thresholds",
+]
 
 _log = structlog.get_logger("alchemiser.escalation")
 
@@ -41,27 +51,36 @@ _log = structlog.get_logger("alchemiser.escalation")
 ACCOUNT_RESOURCE = "broker.api"
 
 
-def build_runtime(settings: Settings, *, clock: Clock | None = None) -> TradingRuntime:
-    """Every service a worker process needs, wired from ``settings``."""
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    reporters: tuple[FailureReporter, ...] = (),
+) -> TradingRuntime:
+    """Every service a worker process needs, wired from ``settings``; ``reporters`` (an error
+    tracker) hear of every retry, deferral and dead letter."""
     clock = clock or SystemClock()
     keys = KeySpace(settings.namespace)
     client = connect(settings.redis_url, socket_timeout_s=settings.redis_socket_timeout_s)
     scrubber = Scrubber(settings.secret_values())
     classifier = default_classifier()
     guard = Guard(client, keys, settings.resource_configs, record_successes_late=True)
+    metrics = ErrorMetrics(client, keys, clock, scrubber=scrubber)
     resilience = ResilienceRuntime(
         redis=client,
         keys=keys,
         dead_letters=DeadLetterStore(
             client, keys, max_entries=settings.dlq_max_entries, retention_s=settings.dlq_retention_s
         ),
-        handler=ErrorHandler(classifier=classifier, scrubber=scrubber),
+        handler=ErrorHandler(classifier=classifier, recorders=(metrics,), scrubber=scrubber),
         scrubber=scrubber,
         outcomes=OutcomeCounter(client, keys),
         clock=clock,
         max_countdown_s=settings.max_countdown_s,
         max_redeliveries=settings.max_redeliveries,
         guard=guard,
+        metrics=metrics,
+        reporters=reporters,
     )
     chaos = ChaosStore(client, keys)
     broker: BrokerAdapter
@@ -93,6 +112,20 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> TradingR
         chaos=chaos,
         order_ttl_s=settings.order_ttl_s,
         escalation=build_escalation(settings, client, keys),
+        thresholds=build_thresholds(settings, client, keys),
+    )
+
+
+def build_thresholds(settings: Settings, client: Redis, keys: KeySpace) -> ThresholdMonitor:
+    """The alert thresholds against the fleet's metrics, judged on the fleet's clock (Redis time
+    plus a drill's shift, as alerts are) with their cool-down shared in Redis."""
+    clock = ServerClock(client, keys)
+    metrics = ErrorMetrics(client, keys, clock, scrubber=Scrubber(settings.secret_values()))
+    breakers = sorted(n for n, r in settings.resource_configs.items() if r.breaker is not None)
+    return ThresholdMonitor(
+        AlertEvaluator(settings.alert_thresholds_config, RedisCooldown(client, keys)),
+        FleetSignals(metrics, client, keys, breakers),
+        clock,
     )
 
 
@@ -117,8 +150,9 @@ def build_escalation(settings: Settings, client: Redis, keys: KeySpace) -> Escal
 class RuntimeProvider:
     """Builds the runtime once per process, on first use."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, reporters: tuple[FailureReporter, ...] = ()) -> None:
         self._settings = settings
+        self._reporters = reporters
         self._lock = threading.Lock()
         self._runtime: TradingRuntime | None = None
 
@@ -126,7 +160,7 @@ class RuntimeProvider:
         if self._runtime is None:
             with self._lock:
                 if self._runtime is None:
-                    self._runtime = build_runtime(self._settings)
+                    self._runtime = build_runtime(self._settings, reporters=self._reporters)
         return self._runtime
 
     def flush(self) -> None:

@@ -33,8 +33,10 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from resilience.alerts import AlertThresholds
 from resilience.errors import ConfigurationError
 from resilience.escalation import EscalationPolicy, policy_from_mapping
+from resilience.monitoring import thresholds_from_mapping
 from resilience.notify.alert_store import GroupTiming
 from resilience.notify.email import Security
 from resilience.notify.pagerduty import EVENTS_URL
@@ -72,6 +74,10 @@ class Settings(BaseSettings):
     config: Path | None = None
 
     sentry_dsn: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SENTRY_DSN"))
+    # Sentry's environment and release of every event and check-in (worker/sentry.py); unset:
+    # sentry-sdk's own defaults (SENTRY_ENVIRONMENT / SENTRY_RELEASE, else "production" / none).
+    sentry_environment: str | None = None
+    sentry_release: str | None = None
     alpaca_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ALPACA_API_KEY")
     )
@@ -148,8 +154,14 @@ class Settings(BaseSettings):
     grouping_resolve_after_s: float = Field(default=300.0, ge=0, allow_inf_nan=False)
     # [notification_limits.<class>] tables, merged over resilience.notify.throttle.DEFAULT_LIMITS.
     notification_limits: JsonTable = Field(default_factory=dict)
+    # [alert_thresholds] (resilience.monitoring.thresholds_from_mapping); empty: the plan's.
+    alert_thresholds: JsonTable = Field(default_factory=dict)
     # A channel's transient failure without a Retry-After is retried this long after, doubling.
     notification_retry_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+
+    # `alchemiser serve`: /health, /metrics and the dashboard. Loopback unless told otherwise.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
 
     log_level: str = "INFO"
     # Task events feed Flower; they cost a plain no-op task ~44% of its throughput under
@@ -203,7 +215,7 @@ class Settings(BaseSettings):
                 raise ValueError("is neither a comma-separated list nor a JSON list") from None
         return [item.strip() for item in text.split(",") if item.strip()]
 
-    @field_validator("escalation", "notification_limits", mode="before")
+    @field_validator("escalation", "notification_limits", "alert_thresholds", mode="before")
     @classmethod
     def _json_table(cls, value: object, info: ValidationInfo) -> object:
         """A string (from the environment) is a JSON object."""
@@ -230,6 +242,10 @@ class Settings(BaseSettings):
             _limits_from_mapping(self.notification_limits)
         except ConfigurationError as bad:
             problems.append(str(bad))
+        try:
+            thresholds_from_mapping(self.alert_thresholds)
+        except (ConfigurationError, TypeError) as bad:
+            problems.append(str(bad))
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -249,6 +265,11 @@ class Settings(BaseSettings):
             repeat_interval_s=self.grouping_repeat_interval_s,
             resolve_after_s=self.grouping_resolve_after_s,
         )
+
+    @property
+    def alert_thresholds_config(self) -> AlertThresholds:
+        """The alert thresholds: the plan's, with the ``[alert_thresholds]`` table over them."""
+        return thresholds_from_mapping(self.alert_thresholds)
 
     @property
     def notification_limits_config(self) -> dict[str, ThrottleLimit]:
@@ -381,7 +402,7 @@ def _limits_from_mapping(raw: Mapping[str, Any]) -> dict[str, ThrottleLimit]:
 
 
 # Config file tables kept whole rather than flattened into section_key settings.
-_WHOLE_TABLES = frozenset({"resources", "escalation", "notification_limits"})
+_WHOLE_TABLES = frozenset({"resources", "escalation", "notification_limits", "alert_thresholds"})
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -31,12 +31,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes.alpaca_exchange import JSON, ROUTE_TABLE, ROUTES, AlpacaExchange, Reply, Route
 from tests.fakes.alpaca_exchange import error_body as _error_body
+from tests.fakes.lifecycle import Served
 
 __all__ = ["ANY_ROUTE", "ROUTES", "FakeAlpacaAPI", "Fault", "RequestRecord"]
 
@@ -127,7 +127,7 @@ class Fault:
         return cls(delay_s=seconds)
 
 
-class FakeAlpacaAPI:
+class FakeAlpacaAPI(Served):
     """A fake Alpaca trading and market-data API (port 0: a free port).
 
     Every control is thread-safe and may be used while requests are served. ``exchange`` holds
@@ -199,17 +199,6 @@ class FakeAlpacaAPI:
         server.server_close()  # joins the handler threads
         thread.join()
         self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

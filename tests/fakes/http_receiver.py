@@ -23,9 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.fakes.lifecycle import Served
 
 __all__ = [
     "HttpReceiver",
@@ -81,7 +82,7 @@ class Reply:
             raise ValueError("delay_s must be >= 0")
 
 
-class HttpReceiver:
+class HttpReceiver(Served):
     """Logs every request and answers it from a script of :class:`Reply`; see the module."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -127,17 +128,6 @@ class HttpReceiver:
         server.server_close()  # joins the handler threads
         thread.join()
         self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from tests.fakes.lifecycle import Served
 
 __all__ = [
     "Certificate",
@@ -197,7 +198,7 @@ class SmtpTransaction:
         return self.reply.startswith("2")
 
 
-class SmtpServer:
+class SmtpServer(Served):
     """An SMTP server on loopback that records and answers as scripted; see the module."""
 
     def __init__(
@@ -247,17 +248,6 @@ class SmtpServer:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def host(self) -> str:
@@ -405,7 +395,7 @@ class _Controller(Controller):
 # --- a server that never greets --------------------------------------------------------------
 
 
-class SilentServer:
+class SilentServer(Served):
     """Accepts TCP connections on loopback, reads nothing and never writes (no greeting)."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
@@ -439,17 +429,6 @@ class SilentServer:
             connection.close()
         self._listener.close()
         self._listener = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -461,3 +461,40 @@ def test_the_sweep_restarts_an_alert_whose_first_flush_was_never_published(
     )
     assert len(deployment.log_events("alert_chain_restarted")) == 1
     assert len(smtp.messages) == 1
+
+
+def test_a_breached_threshold_is_escalated_once_per_incident(
+    deployment_factory: Callable[..., Deployment], smtp: SmtpServer
+) -> None:
+    """A critical dead letter breaches the plan's "1 critical error in 5 minutes": the
+    evaluation beat asks for (sent here as beat sends it) escalates it as
+    AlertThresholdBreached in monitoring, by email at once; the next evaluation, in the same
+    incident, escalates nothing more."""
+    deployment = deployment_factory(
+        **email_settings(smtp), ALCHEMISER_ESCALATION=critical_at_once("email")
+    )
+    dead_letter_a_critical_order(deployment)
+    wait_for(lambda: len(smtp.messages) >= 1, 30, "the dead letter's own email")
+
+    def evaluate() -> None:
+        deployment.app.send_task("tasks.escalate", kwargs={"evaluate": {}})
+
+    evaluate()
+    wait_for(lambda: len(smtp.messages) >= 2, 30, "the threshold's email")
+    subjects = [str(m.message["Subject"]) for m in smtp.messages]
+    assert subjects == [
+        "[CRITICAL] SecurityError in trading",
+        "[CRITICAL] AlertThresholdBreached in monitoring",
+    ]
+    evaluate()
+    wait_for(
+        lambda: (
+            len(deployment.log_events("threshold_breached")) >= 1
+            and len(deployment.log_events("escalation")) >= 2
+        ),
+        30,
+        "the evaluations",
+    )
+    assert [e["threshold"] for e in deployment.log_events("threshold_breached")] == [
+        "critical_errors"
+    ]

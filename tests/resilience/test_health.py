@@ -220,7 +220,7 @@ def test_recommendations_follow_the_error_classes_present() -> None:
     )
     opened = [BreakerStatus("broker.orders", BreakerState.OPEN, 60, 0, 20, None, 2, 0, 1)]
     advice = recommendations_for({}, opened)
-    assert len(advice) == 1 and advice[0].startswith("A breaker is open")
+    assert len(advice) == 1 and advice[0].startswith("A breaker refuses every call")
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from worker.cli.main import app as cli
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +31,12 @@ def _known_env() -> set[str]:
 
 
 def test_compose_parses_with_the_expected_services() -> None:
-    """The file is valid YAML with Redis, a worker per queue, beat and Flower."""
+    """The file is valid YAML with Redis, a worker per queue, beat, Flower, the HTTP face and
+    Mailpit."""
     services = _compose()["services"]
     assert set(services) == {
         "redis", "worker-trading", "worker-market-data", "worker-escalation", "beat", "flower",
+        "web", "mailpit",
     }  # fmt: skip
     assert "--appendonly" in services["redis"]["command"]
     for name, service in services.items():
@@ -50,12 +54,32 @@ def test_every_worker_queue_is_served() -> None:
 
 
 def test_every_command_names_a_real_module() -> None:
-    """``celery -A MODULE`` imports and exposes the app object."""
+    """``celery -A MODULE`` imports and exposes the app object; ``alchemiser CMD`` is the
+    console script of pyproject.toml and CMD one of its commands."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    commands = {c.name for c in cli.registered_commands} | {g.name for g in cli.registered_groups}
+    checked = 0
     for name, service in _compose()["services"].items():
         command = service.get("command", [])
         if command and command[0] == "celery":
             module = importlib.import_module(command[command.index("-A") + 1])
             assert hasattr(module, "app"), name
+            checked += 1
+        elif command and command[0] == "alchemiser":
+            assert scripts["alchemiser"] == "worker.cli.main:main", name
+            assert command[1] in commands, name
+            checked += 1
+    assert checked == 6  # three workers, beat, Flower, the HTTP face
+
+
+def test_every_service_is_watched_and_restarted() -> None:
+    """Every long-running service but beat (no port to ask) has a healthcheck; the stack's
+    ports are Flower's, the HTTP face's and Mailpit's UI."""
+    services = _compose()["services"]
+    unwatched = {name for name, service in services.items() if "healthcheck" not in service}
+    assert unwatched == {"beat"}
+    published = {port for s in services.values() for port in s.get("ports", [])}
+    assert published == {"5555:5555", "8000:8000", "8025:8025"}
 
 
 def test_every_env_var_is_a_known_setting() -> None:

@@ -134,9 +134,16 @@ def test_an_alpaca_worker_imports_alpaca_py_before_its_pool_forks(redis_url: str
     assert "tasks.brokers.alpaca" not in create_app(paper).conf.include
 
 
-def test_beat_sweeps_for_lost_alert_chains_every_minute(redis_url: str) -> None:
-    """Beat publishes tasks.escalate(sweep) every minute, routed to the escalation queue."""
+def test_beat_sweeps_alerts_and_evaluates_thresholds_every_minute(redis_url: str) -> None:
+    """Beat publishes tasks.escalate(sweep) and tasks.escalate(evaluate) every minute, routed
+    to the escalation queue."""
     app = create_app(Settings(redis_url=redis_url))
+    thresholds = app.conf.beat_schedule["alert-thresholds"]
+    assert (thresholds["task"], thresholds["schedule"], thresholds["kwargs"]) == (
+        "tasks.escalate",
+        60.0,
+        {"evaluate": {}},
+    )
     entry = app.conf.beat_schedule["escalation-sweep"]
     assert (entry["task"], entry["schedule"], entry["kwargs"]) == (
         "tasks.escalate",

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from worker.cli import alerts, breaker, chaos, dlq, limits, orders, paper
+from worker.cli import alerts, breaker, chaos, dlq, health, limits, orders, paper
 
 __all__ = ["app", "main"]
 
@@ -25,6 +25,8 @@ app.add_typer(chaos.app, name="chaos")
 app.add_typer(breaker.app, name="breaker")
 app.add_typer(limits.app, name="limits")
 app.add_typer(alerts.app, name="alerts")
+app.command("health")(health.health)
+app.command("serve")(health.serve)
 
 
 @app.command("demo")

@@ -1,0 +1,41 @@
+"""Task messages carry scrubbed argument reprs (what Flower shows), and the arguments whole."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from tests.worker.test_cli import queued
+from worker.app import create_app
+from worker.settings import Settings
+
+SECRET = "Zr7QpL2xVn9TkB4mWc8HsD3y"
+
+
+def test_argsrepr_and_kwargsrepr_are_scrubbed_and_the_body_is_not(
+    client: redis.Redis, redis_url: str
+) -> None:
+    """A known secret value anywhere and a secret-named kwarg are [Filtered] in the headers
+    Flower and task events display; the task still receives its arguments unchanged."""
+    settings = Settings(redis_url=redis_url, namespace="test-publishing", alpaca_secret_key=SECRET)
+    app = create_app(settings)
+    try:
+        app.send_task(
+            "tasks.fetch_quote",
+            args=[f"key {SECRET}"],
+            kwargs={"symbol": "AAPL", "api_key": "hunter2-kw", "note": SECRET},
+        )
+        (message,) = queued(client, "test-publishing", "market_data")
+    finally:
+        client.delete("test-publishing:market_data")
+        app.close()
+    headers = message["headers"]
+    assert SECRET not in json.dumps(headers)
+    assert "hunter2-kw" not in json.dumps(headers)
+    assert headers["argsrepr"] == "('key [Filtered]',)"
+    assert (
+        headers["kwargsrepr"] == "{'symbol': 'AAPL', 'api_key': '[Filtered]', 'note': '[Filtered]'}"
+    )
+    assert message["args"] == [f"key {SECRET}"]
+    assert message["kwargs"] == {"symbol": "AAPL", "api_key": "hunter2-kw", "note": SECRET}

@@ -1,0 +1,80 @@
+"""``alchemiser health`` (CONTRACT: exit code 0, 1 or 2) and ``alchemiser serve`` (the HTTP
+face: /health, /metrics, the dashboard)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from resilience.health import HealthReport, HealthStatus
+from worker.cli.context import JsonOption, print_json, print_table, say, services
+
+__all__ = ["health", "serve"]
+
+_MARK = {HealthStatus.HEALTHY: "ok", HealthStatus.WARNING: "!!", HealthStatus.CRITICAL: "XX"}
+
+
+def health(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """The fleet's health: healthy (exit 0), warning (1) or critical (2), and why."""
+    from worker.observability import build_health_monitor  # noqa: PLC0415 - pulls in the runtime
+
+    with services(ctx) as svc:
+        report = build_health_monitor(svc.settings, svc.redis, svc.keys).report()
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        _print(report)
+    raise typer.Exit(report.status.exit_code)
+
+
+def _print(report: HealthReport) -> None:
+    say(f"{report.status.value.upper()} at {report.checked_at}")
+    for reason in report.reasons:
+        say(f"  - {reason}")
+    print_table(
+        "Checks",
+        ["", "check", "observed", "threshold", "says"],
+        (
+            [
+                _MARK[c.status],
+                c.name,
+                "" if c.observed is None else f"{c.observed:g}",
+                "" if c.threshold is None else f"{c.threshold:g}",
+                c.message,
+            ]
+            for c in report.checks
+        ),
+        empty="no checks",
+    )
+    for advice in report.recommendations:
+        say(f"* {advice}")
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: ALCHEMISER_HTTP_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Port (default: ALCHEMISER_HTTP_PORT)."),
+    ] = None,
+) -> None:
+    """Serve /health, /metrics and the dashboard (/) until interrupted."""
+    from worker.http import ObservabilityServer  # noqa: PLC0415
+    from worker.observability import build_sources  # noqa: PLC0415
+
+    with services(ctx) as svc:
+        settings = svc.settings
+        svc.redis  # noqa: B018 - fail now, with the Redis message, when it is down
+        server = ObservabilityServer(
+            build_sources(settings),
+            host=host if host is not None else settings.http_host,
+            port=port if port is not None else settings.http_port,
+        )
+        say(f"serving {server.url}/ (dashboard), /health, /metrics")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            say("stopped")

@@ -1,0 +1,69 @@
+"""Wiring of what operators read: the health monitor, and the sources of the HTTP face
+(``/health``, ``/metrics``, the dashboard). Used by ``alchemiser health`` and ``alchemiser
+serve``; everything is read from Redis, so any process answers for the whole fleet.
+
+Windows (errors in the last 5 minutes, dead letters in the last 15) are taken on the fleet's
+clock (:class:`~resilience.server_clock.ServerClock`: Redis time plus the chaos drill's shift),
+so every host agrees and ``alchemiser chaos clock`` ages an incident out as it ages alerts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis import Redis
+
+from resilience.deadletter import DeadLetterStore
+from resilience.guard_status import GuardStatus
+from resilience.health import HealthMonitor, HealthReport
+from resilience.keys import KeySpace
+from resilience.metrics import ErrorMetrics
+from resilience.notify.alert_store import AlertStore
+from resilience.scrub import Scrubber
+from resilience.server_clock import ServerClock
+from worker.exporter import render_metrics
+from worker.http import Sources
+from worker.runtime import build_runtime
+from worker.settings import Settings
+
+__all__ = ["DASHBOARD_WINDOW_S", "build_health_monitor", "build_sources"]
+
+# The dashboard's chart: errors per minute over the last hour.
+DASHBOARD_WINDOW_S = 3600.0
+DASHBOARD_STEP_S = 60.0
+
+
+def build_health_monitor(settings: Settings, client: Redis, keys: KeySpace) -> HealthMonitor:
+    """The health monitor of the deployment ``settings`` describe."""
+    clock = ServerClock(client, keys)
+    metrics = ErrorMetrics(client, keys, clock, scrubber=Scrubber(settings.secret_values()))
+    return HealthMonitor(
+        metrics,
+        GuardStatus(client, keys, settings.resource_configs),
+        DeadLetterStore(
+            client, keys, max_entries=settings.dlq_max_entries, retention_s=settings.dlq_retention_s
+        ),
+        AlertStore(client, keys, settings.grouping_timing, server_clock=clock),
+        clock=clock,
+    )
+
+
+def build_sources(settings: Settings) -> Sources:
+    """The HTTP face's sources for the deployment ``settings`` describe."""
+    runtime = build_runtime(settings)
+    client, keys = runtime.resilience.redis, runtime.resilience.keys
+    monitor = build_health_monitor(settings, client, keys)
+    metrics = ErrorMetrics(
+        client, keys, ServerClock(client, keys), scrubber=Scrubber(settings.secret_values())
+    )
+    guard_status = GuardStatus(client, keys, settings.resource_configs)
+
+    def dashboard(_: HealthReport) -> dict[str, Any]:
+        return {
+            "series": metrics.series(DASHBOARD_WINDOW_S, DASHBOARD_STEP_S),
+            "limits": [limit.to_dict() for limit in guard_status.limits()],
+        }
+
+    return Sources(
+        health=monitor.report, metrics=lambda: render_metrics(runtime), dashboard=dashboard
+    )
