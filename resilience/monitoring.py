@@ -25,7 +25,7 @@ from resilience.clock import Clock
 from resilience.context import ErrorNotificationData
 from resilience.errors import ConfigurationError
 from resilience.keys import KeySpace
-from resilience.metrics import ErrorMetrics, RecoveryStats
+from resilience.metrics import BUCKET_S, HORIZON_S, ErrorMetrics, RecoveryStats
 
 __all__ = ["FleetSignals", "RedisCooldown", "ThresholdMonitor", "thresholds_from_mapping"]
 
@@ -122,8 +122,20 @@ def thresholds_from_mapping(raw: Mapping[str, Any]) -> AlertThresholds:
             f" known: {', '.join(sorted(_DYNAMIC_KEYS))}"
         )
     cooldown = raw.get("cooldown_s", AlertThresholds().cooldown_s)
-    return AlertThresholds(
+    thresholds = AlertThresholds(
         static=StaticThresholds(**{k: v for k, v in raw.items() if k in _STATIC_KEYS}),
         dynamic=DynamicThresholds(**dict(dynamic_raw)),
         cooldown_s=cooldown,
     )
+    # The error rate is read in whole metric buckets; anything else fails every evaluation.
+    if thresholds.static.error_rate_window_s % BUCKET_S:
+        raise ConfigurationError(
+            f"alert_thresholds: error_rate_window_s must be a multiple of {BUCKET_S} s (the"
+            f" metrics' bucket), got {thresholds.static.error_rate_window_s:g}"
+        )
+    if thresholds.dynamic.history_s > HORIZON_S:
+        raise ConfigurationError(
+            f"alert_thresholds.dynamic: history_s is at most {HORIZON_S} s (what the metrics"
+            f" keep), got {thresholds.dynamic.history_s:g}"
+        )
+    return thresholds

@@ -99,6 +99,8 @@ def test_the_config_table_overrides_the_plans_thresholds() -> None:
         ({"dynamic": {"percentil": 99}}, "alert_thresholds.dynamic: unknown key(s) percentil"),
         ({"dynamic": 5}, "dynamic is a table"),
         ({"critical_errors": 0}, "critical_errors must be a whole number >= 1"),
+        ({"error_rate_window_s": 90}, "error_rate_window_s must be a multiple of 60 s"),
+        ({"dynamic": {"history_s": 30 * 3600}}, "history_s is at most 93600 s"),
     ],
 )
 def test_a_bad_table_is_refused_with_what_is_wrong(raw: dict[str, Any], message: str) -> None:
