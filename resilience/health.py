@@ -2,12 +2,13 @@
 
 Every figure comes from Redis (the fleet-wide error metrics, the breakers, the dead letters, the
 open alerts), so any process asking gets the same answer. Each rule is one :class:`HealthCheck`;
-the report's status is the worst of them. The rules (the plan's, with the guard and the dead
-letters added; thresholds in :class:`HealthRules`):
+the report's status is the worst of them. The rules are the plan's, on the same thresholds as
+the alerts (:class:`resilience.alerts.StaticThresholds`, so ``[alert_thresholds]`` moves both),
+with the guard and the dead letters added:
 
 * CRITICAL: a critical error in the last 5 minutes; a breaker ``open`` or ``forced_open`` (the
   API behind it is cut off for the whole fleet); half or more of the failed tasks that finished
-  (recovered or dead-lettered) died, once there are enough of them to say so.
+  (recovered or dead-lettered) died, once there are 10 of them.
 * WARNING: the error rate over the last 5 minutes at or above 1 per minute; a breaker
   ``half_open`` (probing) or ``disabled`` (bypassed by an operator); a task dead-lettered in the
   last 15 minutes.
@@ -20,25 +21,25 @@ the chaos drill's shift), so ``alchemiser chaos clock`` ages an incident out as 
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from resilience.alerts import StaticThresholds
 from resilience.clock import Clock
 from resilience.deadletter import DeadLetterStore
-from resilience.errors import ConfigurationError, error_class_by_name
+from resilience.errors import error_class_by_name
 from resilience.guard_status import BreakerState, BreakerStatus
 from resilience.notify.alert_store import AlertState
 
 __all__ = [
+    "RECENT_DEAD_LETTER_WINDOW_S",
     "RECOMMENDATIONS",
     "ErrorSignals",
     "HealthCheck",
     "HealthMonitor",
     "HealthReport",
-    "HealthRules",
     "HealthStatus",
     "RecoverySignals",
 ]
@@ -57,6 +58,8 @@ class HealthStatus(enum.StrEnum):
 
 
 _RANK = {HealthStatus.HEALTHY: 0, HealthStatus.WARNING: 1, HealthStatus.CRITICAL: 2}
+# A task dead-lettered this recently makes a warning; older ones only wait for an operator.
+RECENT_DEAD_LETTER_WINDOW_S = 900.0
 
 
 class RecoverySignals(Protocol):
@@ -94,30 +97,6 @@ class AlertSource(Protocol):
     """The open alerts (resilience.notify.alert_store.AlertStore)."""
 
     def open_alerts(self) -> list[AlertState]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class HealthRules:
-    """The thresholds of the health rules (see the module)."""
-
-    error_rate_per_min: float = 1.0
-    error_rate_window_s: float = 300.0
-    critical_errors: int = 1
-    critical_window_s: float = 300.0
-    recovery_failure_rate: float = 0.5
-    # Fewer finished failures than this say nothing about recovery (one dead task is 100 %).
-    recovery_min_finished: int = 4
-    recent_dead_letter_window_s: float = 900.0
-
-    def __post_init__(self) -> None:
-        for name in ("error_rate_per_min", "error_rate_window_s", "critical_window_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise ConfigurationError(f"health: {name} must be a number > 0, got {value!r}")
-        if not 0 < self.recovery_failure_rate <= 1:
-            raise ConfigurationError("health: recovery_failure_rate is a fraction in (0, 1]")
-        if self.critical_errors < 1 or self.recovery_min_finished < 1:
-            raise ConfigurationError("health: critical_errors and recovery_min_finished are >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,24 +159,26 @@ class HealthMonitor:
         alerts: AlertSource,
         *,
         clock: Clock,
-        rules: HealthRules | None = None,
+        thresholds: StaticThresholds | None = None,
+        recent_dead_letter_window_s: float = RECENT_DEAD_LETTER_WINDOW_S,
     ) -> None:
         self._errors = errors
         self._breakers = breakers
         self._dead_letters = dead_letters
         self._alerts = alerts
         self._clock = clock
-        self.rules = rules or HealthRules()
+        self.thresholds = thresholds or StaticThresholds()
+        self._recent_window_s = recent_dead_letter_window_s
 
     def report(self) -> HealthReport:
         """The fleet's health now."""
-        rules = self.rules
+        rules = self.thresholds
         now_s = self._clock.now_s()
         error_rate = self._errors.error_rate_per_min(rules.error_rate_window_s)
         critical = self._errors.critical_count(rules.critical_window_s)
         recovery = self._errors.recovery()
         breakers = tuple(self._breakers.breakers())
-        recent_ms = int((now_s - rules.recent_dead_letter_window_s) * 1000)
+        recent_ms = int((now_s - self._recent_window_s) * 1000)
         dlq = {
             "awaiting": self._dead_letters.awaiting(),
             "recent": self._dead_letters.dead_since(recent_ms),
@@ -207,7 +188,7 @@ class HealthMonitor:
             _error_rate(error_rate, rules),
             _recovery(recovery, rules),
             *(_breaker(b) for b in breakers),
-            _recent_dead_letters(dlq["recent"], rules),
+            _recent_dead_letters(dlq["recent"], self._recent_window_s),
         )
         counts = self._errors.error_counts()
         status = max((c.status for c in checks), key=lambda s: _RANK[s])
@@ -237,7 +218,7 @@ class HealthMonitor:
 _CUT_OFF = (BreakerState.OPEN, BreakerState.FORCED_OPEN)
 
 
-def _critical_errors(count: int, rules: HealthRules) -> HealthCheck:
+def _critical_errors(count: int, rules: StaticThresholds) -> HealthCheck:
     minutes = rules.critical_window_s / 60
     if count >= rules.critical_errors:
         return HealthCheck(
@@ -252,7 +233,7 @@ def _critical_errors(count: int, rules: HealthRules) -> HealthCheck:
     )
 
 
-def _error_rate(rate: float, rules: HealthRules) -> HealthCheck:
+def _error_rate(rate: float, rules: StaticThresholds) -> HealthCheck:
     minutes = rules.error_rate_window_s / 60
     status = HealthStatus.WARNING if rate >= rules.error_rate_per_min else HealthStatus.HEALTHY
     return HealthCheck(
@@ -264,10 +245,10 @@ def _error_rate(rate: float, rules: HealthRules) -> HealthCheck:
     )
 
 
-def _recovery(recovery: RecoverySignals, rules: HealthRules) -> HealthCheck:
+def _recovery(recovery: RecoverySignals, rules: StaticThresholds) -> HealthCheck:
     finished = recovery.recovered + recovery.dead
     rate = recovery.failure_rate
-    if finished >= rules.recovery_min_finished and rate >= rules.recovery_failure_rate:
+    if finished >= rules.recovery_min_outcomes and rate >= rules.recovery_failure_rate:
         return HealthCheck(
             "recovery",
             HealthStatus.CRITICAL,
@@ -297,8 +278,8 @@ def _breaker(breaker: BreakerStatus) -> HealthCheck:
     return HealthCheck(f"breaker:{breaker.name}", status, f"breaker {breaker.name} {what}")
 
 
-def _recent_dead_letters(recent: int, rules: HealthRules) -> HealthCheck:
-    minutes = rules.recent_dead_letter_window_s / 60
+def _recent_dead_letters(recent: int, window_s: float) -> HealthCheck:
+    minutes = window_s / 60
     status = HealthStatus.WARNING if recent > 0 else HealthStatus.HEALTHY
     return HealthCheck(
         "dead_letters",

@@ -45,6 +45,7 @@ def build_health_monitor(settings: Settings, client: Redis, keys: KeySpace) -> H
         ),
         AlertStore(client, keys, settings.grouping_timing, server_clock=clock),
         clock=clock,
+        thresholds=settings.alert_thresholds_config.static,
     )
 
 

@@ -9,14 +9,13 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
+from resilience.alerts import StaticThresholds
 from resilience.clock import ManualClock
 from resilience.deadletter import DeadLetterStore
-from resilience.errors import ConfigurationError
 from resilience.guard_status import BreakerState, BreakerStatus
 from resilience.health import (
     RECOMMENDATIONS,
     HealthMonitor,
-    HealthRules,
     HealthStatus,
     recommendations_for,
 )
@@ -129,13 +128,13 @@ def test_a_quiet_fleet_is_healthy_and_says_so(dead_letters: DeadLetterStore) -> 
         (Signals(rate=1.0), HealthStatus.WARNING, "1.00 errors/min over the last 5 min"),
         (Signals(rate=0.99), HealthStatus.HEALTHY, None),
         (
-            Signals(finished=Recovery(recovered=2, dead=2)),
+            Signals(finished=Recovery(recovered=5, dead=5)),
             HealthStatus.CRITICAL,
-            "50% of failed tasks died (2 of 4)",
+            "50% of failed tasks died (5 of 10)",
         ),
-        (Signals(finished=Recovery(recovered=3, dead=2)), HealthStatus.HEALTHY, None),
-        # One dead task of one finished says nothing yet.
-        (Signals(finished=Recovery(dead=1)), HealthStatus.HEALTHY, None),
+        (Signals(finished=Recovery(recovered=6, dead=5)), HealthStatus.HEALTHY, None),
+        # Nine dead tasks of nine finished say nothing yet (the thresholds' 10 outcomes).
+        (Signals(finished=Recovery(dead=9)), HealthStatus.HEALTHY, None),
     ],
 )
 def test_error_rules_at_their_boundaries(
@@ -223,15 +222,17 @@ def test_recommendations_follow_the_error_classes_present() -> None:
     assert len(advice) == 1 and advice[0].startswith("A breaker refuses every call")
 
 
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {"error_rate_per_min": 0.0},
-        {"critical_window_s": float("nan")},
-        {"recovery_failure_rate": 1.5},
-        {"critical_errors": 0},
-    ],
-)
-def test_rules_are_validated(changes: dict[str, float]) -> None:
-    with pytest.raises(ConfigurationError, match="health: "):
-        HealthRules(**changes)  # type: ignore[arg-type]
+def test_the_rules_follow_the_alert_thresholds(dead_letters: DeadLetterStore) -> None:
+    """Health and the alerts judge by the same numbers: a stricter error rate in the
+    thresholds makes 0.5 errors/min a warning here too."""
+    signals = Signals(rate=0.5)
+    relaxed = monitor(dead_letters, signals).report()
+    strict = HealthMonitor(
+        signals,
+        Breakers(),
+        dead_letters,
+        Alerts(),
+        clock=ManualClock(NOW),
+        thresholds=StaticThresholds(error_rate_per_min=0.5),
+    ).report()
+    assert (relaxed.status, strict.status) == (HealthStatus.HEALTHY, HealthStatus.WARNING)
