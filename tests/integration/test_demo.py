@@ -33,6 +33,9 @@ def test_demo_runs_on_a_private_redis_server() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Redis: redis-server" in result.stdout
     assert "OK: duplicates: 0, lost: 0" in result.stdout
+    # The outage opens the shared breaker. (With --orders 8 it sent 2 orders, too few calls to
+    # trip it: the breaker never opened and the demo waited out 90 s.)
+    assert "breaker opened after" in result.stdout
 
 
 def test_demo_falls_back_to_fakeredis_without_redis_server(tmp_path: Path) -> None:
