@@ -23,20 +23,18 @@ import json
 import math
 import signal
 import socket
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes.alpaca_exchange import JSON, ROUTE_TABLE, ROUTES, AlpacaExchange, Reply, Route
 from tests.fakes.alpaca_exchange import error_body as _error_body
-from tests.fakes.lifecycle import Served
+from tests.fakes.lifecycle import HttpFake, TrackingHandler
 
 __all__ = ["ANY_ROUTE", "ROUTES", "FakeAlpacaAPI", "Fault", "RequestRecord"]
 
@@ -127,7 +125,7 @@ class Fault:
         return cls(delay_s=seconds)
 
 
-class FakeAlpacaAPI(Served):
+class FakeAlpacaAPI(HttpFake):
     """A fake Alpaca trading and market-data API (port 0: a free port).
 
     Every control is thread-safe and may be used while requests are served. ``exchange`` holds
@@ -149,13 +147,8 @@ class FakeAlpacaAPI(Served):
         self.api_key = api_key
         self.secret_key = secret_key
         self.exchange = AlpacaExchange(cash=cash)
-        self._address = (host, port)
-        self._lock = threading.Lock()  # faults, rate window, open connections
+        super().__init__(_RequestHandler, host=host, port=port)  # _lock: faults, rate window
         self._log_lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
         self._log: list[RequestRecord] = []
         self._latency_s = 0.0
         self._faults: dict[str, deque[Fault]] = {}
@@ -166,47 +159,6 @@ class FakeAlpacaAPI(Served):
         self._window_end_s = 0.0  # monotonic
         self._window_reset_wall_s = 0.0
         self._window_used = 0
-
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        """Bind and serve from a background thread."""
-        if self._server is not None:
-            raise RuntimeError("FakeAlpacaAPI is already started")
-        self._stopping.clear()
-        self._server = _Server(self._address, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-alpaca-api",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop: cut waits short, close every connection, join every thread."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):  # the client closed it already
-                connection.shutdown(socket.SHUT_RDWR)
-        server.server_close()  # joins the handler threads
-        thread.join()
-        self._server = self._thread = None
-
-    @property
-    def url(self) -> str:
-        """``http://host:port``, the base URL of both the trading and the data API."""
-        if self._server is None:
-            raise RuntimeError("FakeAlpacaAPI is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     # --- faults and limits -------------------------------------------------------------------
 
@@ -279,13 +231,6 @@ class FakeAlpacaAPI(Served):
             self._log.clear()
 
     # --- serving -----------------------------------------------------------------------------
-
-    def _track(self, connection: socket.socket, *, open_: bool) -> None:
-        with self._lock:
-            if open_:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
 
     def _serve(self, handler: _RequestHandler, method: str) -> None:
         split = urlsplit(handler.path)
@@ -418,58 +363,28 @@ def _send(
         handler.wfile.write(raw_body)
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: a client session reuses its connection
-    # Headers and body leave in two writes; without TCP_NODELAY, Nagle's algorithm and the
-    # client's delayed ACK would stall every answer by ~40 ms.
-    disable_nagle_algorithm = True
+class _RequestHandler(TrackingHandler):
     timeout = 60.0  # an idle keep-alive connection gives its thread back after this
-    server: _Server
 
-    def setup(self) -> None:
-        super().setup()
-        self.server.api._track(self.connection, open_=True)
+    @property
+    def api(self) -> FakeAlpacaAPI:
+        return cast("FakeAlpacaAPI", self.server.fake)
 
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.api._track(self.connection, open_=False)
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.api._serve(self, "GET")
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: :attr:`FakeAlpacaAPI.requests` is the log."""
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        self.api._serve(self, "POST")
 
-    def do_GET(self) -> None:
-        self.server.api._serve(self, "GET")
-
-    def do_POST(self) -> None:
-        self.server.api._serve(self, "POST")
-
-    def do_DELETE(self) -> None:
-        self.server.api._serve(self, "DELETE")
+    def do_DELETE(self) -> None:  # noqa: N802 - the stdlib's name
+        self.api._serve(self, "DELETE")
 
     # Methods of no route are still served (404) so that the log holds every request.
-    def do_PUT(self) -> None:
-        self.server.api._serve(self, "PUT")
+    def do_PUT(self) -> None:  # noqa: N802 - the stdlib's name
+        self.api._serve(self, "PUT")
 
-    def do_PATCH(self) -> None:
-        self.server.api._serve(self, "PATCH")
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True  # server_close() joins the handler threads: none outlives stop()
-    request_queue_size = 128  # a burst of new connections must not wait on SYN retransmits
-
-    def __init__(self, address: tuple[str, int], api: FakeAlpacaAPI) -> None:
-        super().__init__(address, _RequestHandler)
-        self.api = api
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (its timeout) or a connection dropped on purpose is no error.
-        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
+    def do_PATCH(self) -> None:  # noqa: N802 - the stdlib's name
+        self.api._serve(self, "PATCH")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,21 +12,17 @@ cuts such waits short and joins every thread. Nothing is written to stderr.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.fakes.lifecycle import Served
+from tests.fakes.lifecycle import HttpFake, TrackingHandler
 
 __all__ = [
     "HttpReceiver",
@@ -82,60 +78,16 @@ class Reply:
             raise ValueError("delay_s must be >= 0")
 
 
-class HttpReceiver(Served):
+class HttpReceiver(HttpFake):
     """Logs every request and answers it from a script of :class:`Reply`; see the module."""
 
+    poll_interval_s = 0.01
+
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._address = (host, port)
-        self._lock = threading.Lock()  # script, default, log, open connections
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
+        super().__init__(_RequestHandler, host=host, port=port)
         self._log: list[ReceivedRequest] = []
         self._script: deque[Reply] = deque()
         self._default = Reply()
-
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        """Bind and serve from a background thread."""
-        if self._server is not None:
-            raise RuntimeError("HttpReceiver is already started")
-        self._stopping.clear()
-        self._server = _Server(self._address, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.01},  # stop() waits at most this for the loop
-            name="http-receiver",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop: cut delays short, close every connection, join every thread."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):  # the client closed it already
-                connection.shutdown(socket.SHUT_RDWR)
-        server.server_close()  # joins the handler threads
-        thread.join()
-        self._server = self._thread = None
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:port``, without a trailing slash."""
-        if self._server is None:
-            raise RuntimeError("HttpReceiver is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     # --- script ------------------------------------------------------------------------------
 
@@ -169,13 +121,6 @@ class HttpReceiver(Served):
             return list(self._log)
 
     # --- serving -----------------------------------------------------------------------------
-
-    def _track(self, connection: socket.socket, *, open_: bool) -> None:
-        with self._lock:
-            if open_:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
 
     def _serve(self, handler: _RequestHandler) -> None:
         # Read the body first, so the connection stays in step for keep-alive.
@@ -216,45 +161,16 @@ def _send(handler: _RequestHandler, reply: Reply) -> None:
         handler.wfile.write(reply.body)
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: a client session reuses its connection
-    disable_nagle_algorithm = True  # headers and body leave in two writes: no 40 ms stall
-    timeout = 30.0  # an idle keep-alive connection gives its thread back after this
-    server: _Server
+class _RequestHandler(TrackingHandler):
+    @property
+    def receiver(self) -> HttpReceiver:
+        return cast("HttpReceiver", self.server.fake)
 
-    def setup(self) -> None:
-        super().setup()
-        self.server.receiver._track(self.connection, open_=True)
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        self.receiver._serve(self)
 
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.receiver._track(self.connection, open_=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: :attr:`HttpReceiver.requests` is the log."""
-
-    def do_POST(self) -> None:
-        self.server.receiver._serve(self)
-
-    def do_GET(self) -> None:
-        self.server.receiver._serve(self)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True  # server_close() joins the handler threads: none outlives stop()
-
-    def __init__(self, address: tuple[str, int], receiver: HttpReceiver) -> None:
-        super().__init__(address, _RequestHandler)
-        self.receiver = receiver
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (its timeout) or a connection cut by stop() is no error.
-        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.receiver._serve(self)
 
 
 def closed_port() -> int:
