@@ -47,10 +47,14 @@ Kind = Literal["alchemiser", "celery"]
 
 
 def max_in_window(times: Sequence[float], window_s: float) -> int:
-    """The most of ``times`` (sorted) inside any half-open window ``[t, t + window_s)``."""
+    """The most of ``times`` inside any half-open window ``[t, t + window_s)``.
+
+    Sorted first: calls arrive in another order than they were admitted (and threads log
+    arrivals a hair out of order), and a sliding window over unsorted times miscounts."""
+    ordered = sorted(times)
     best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window_s:
+    for end, t in enumerate(ordered):
+        while t - ordered[start] >= window_s:
             start += 1
         best = max(best, end - start + 1)
     return best
