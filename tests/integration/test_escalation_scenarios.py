@@ -88,6 +88,12 @@ def dead_letter_a_critical_order(deployment: Deployment) -> None:
     deployment.dead_letter(deployment.submit(order_kwargs("NVDA", 1)), 60)
 
 
+def counts(deployment: Deployment, wanted: dict[str, int]) -> dict[str, int]:
+    """The fleet's delivery counters named in ``wanted``, now (0 for one not yet written)."""
+    stats = DeliveryStats(deployment.redis, deployment.runtime.resilience.keys).snapshot()
+    return {name: int(stats.get(name, 0)) for name in wanted}
+
+
 def flushes(deployment: Deployment, alert_id: str | None = None) -> list[dict[str, Any]]:
     """The alert flushes the deployment's workers ran (of one alert, if given), in order."""
     events = deployment.log_events("alert_flush")
@@ -263,12 +269,15 @@ def test_slack_429_and_smtp_421_are_retried_and_the_429_after_its_retry_after(
     refused, accepted = smtp.transactions[:2]
     assert (refused.reply[:3], accepted.accepted) == ("421", True)
     assert accepted.received_at_s - refused.received_at_s >= 1.0
-    stats = DeliveryStats(deployment.redis, deployment.runtime.resilience.keys).snapshot()
-    assert stats["notifications_total|slack"] == 2
-    assert stats["notifications_total|email"] == 2
-    assert stats["notifications_failed_total|slack|rate_limited"] == 1
-    assert stats["notifications_failed_total|email|server_error"] == 1
-    assert stats["notifications_total|console"] == 1
+    expected = {
+        "notifications_total|slack": 2,
+        "notifications_total|email": 2,
+        "notifications_failed_total|slack|rate_limited": 1,
+        "notifications_failed_total|email|server_error": 1,
+        "notifications_total|console": 1,
+    }
+    # A delivery is counted after the receiver answered it: wait for the counts to land.
+    wait_for(lambda: counts(deployment, expected) == expected, 30, "the delivery counts")
 
 
 def test_a_channel_down_for_good_falls_back_and_nearly_everything_is_delivered(
@@ -314,10 +323,12 @@ def test_a_channel_down_for_good_falls_back_and_nearly_everything_is_delivered(
     wait_for(lambda: len(smtp.messages) >= alerts, 90, "every alert by email")
     subjects = {str(m.message["Subject"]) for m in smtp.messages}
     delivered = sum(f"[HIGH] TradingClientError in desk-{d}" in subjects for d in range(alerts))
-    stats = DeliveryStats(deployment.redis, deployment.runtime.resilience.keys).snapshot()
     assert delivered / alerts >= 0.99
-    assert stats["notifications_total|email"] == alerts
-    assert stats["notifications_failed_total|slack|unreachable"] == alerts
+    expected = {
+        "notifications_total|email": alerts,
+        "notifications_failed_total|slack|unreachable": alerts,
+    }
+    wait_for(lambda: counts(deployment, expected) == expected, 30, "the delivery counts")
 
 
 def test_secrets_planted_in_kwargs_and_messages_reach_no_delivered_payload(
