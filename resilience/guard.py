@@ -9,6 +9,11 @@ With ``record_successes_late``, a success (nobody waits for its answer) costs no
 its own: it is tallied in the process and settled by the next admission of the same resource,
 or by a background thread within a few milliseconds (:mod:`resilience.settlement`).
 
+A resource configured with a permit lease (``permit_lease``, opt-in) is asked for a batch of
+admissions at once: the process spends them on its next runs without a round trip, for at
+most the lease's ``ttl_s`` from when it asked, and drops what is left at the first failure
+(the weaker bounds this gives are on :class:`resilience.resources.PermitLeaseConfig`).
+
 A breaker found OPEN is remembered in this process (by monotonic time, never the wall clock)
 for at most ``open_cache_s``, so a fleet facing an open breaker does not ask Redis per task.
 When Redis cannot be asked, each resource's ``fail_mode`` decides; every such decision is
@@ -17,6 +22,7 @@ logged and counted.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import random
@@ -83,6 +89,9 @@ class Admission:
     degraded: bool = False
     # Redis server time of the decision (µs since the epoch; 0 when Redis was not asked).
     at_us: int = 0
+    # Admitted from this process's permit lease, without asking Redis (ticket and at_us: the
+    # grant's).
+    leased: bool = False
 
     @property
     def resources(self) -> tuple[str, ...]:
@@ -97,6 +106,22 @@ class _Plan:
     names: tuple[str, ...]  # the configured ones
     keys: tuple[str, ...]
     configs: tuple[str | int | float, ...]
+    # The most runs one round trip may ask for: > 1 when every resource leases permits (the
+    # smallest lease of them), else 1; and for how long a lease may be spent.
+    permits: int = 1
+    lease_ttl_s: float = 0.0
+
+
+@dataclass(slots=True)
+class _Lease:
+    """The last grant of one tuple of resources to this process: what is left of it, and what
+    it says of how many runs the next round trip should ask for."""
+
+    admission: Admission  # what each run spent from it is told (leased)
+    granted: int
+    left: int
+    asked_at: float  # monotonic, when the process asked
+    expires: float  # asked_at + the lease's TTL: counted from the ask, not from Redis' answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +177,7 @@ class Guard:
         # resource -> (monotonic time the cached answer expires, monotonic open_until)
         self._open_cache: dict[str, tuple[float, float]] = {}
         self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._leases: dict[tuple[str, ...], _Lease] = {}
         # Successes Redis has not heard of yet, by resource (settled by the next admission of
         # the resource or by the settler thread).
         self._late: dict[str, LateSuccesses] = {}
@@ -197,10 +223,15 @@ class Guard:
         plan = self._plans.get(key)
         if plan is None:
             known = self.configured(key)
+            leases = [self._resources[name].permit_lease for name in known]
+            leasing = [lease for lease in leases if lease is not None]
+            every = bool(known) and len(leasing) == len(known)
             plan = _Plan(
                 names=known,
                 keys=tuple(k for name in known for k in self._resource_keys[name]),
                 configs=tuple(arg for name in known for arg in self._argv[name]),
+                permits=min(lease.permits for lease in leasing) if every else 1,
+                lease_ttl_s=min(lease.ttl_s for lease in leasing) if every else 0.0,
             )
             self._plans[key] = plan
         return plan
@@ -236,16 +267,24 @@ class Guard:
                 refused_by=name,
                 reason="breaker open",
             )
+        want = 1
+        if plan.permits > 1:
+            leased = self._spend_lease(names)
+            if leased is not None:
+                return leased
+            want = self._lease_size(names, plan)
         late = self._take_late(names)
         argv: list[str | int | float] = [
             self._now_override(),
             ticket,
             len(names),
             self._rng.uniform(-1.0, 1.0) if any(r.counts for r in late) else 0,
+            want,
             *plan.configs,
         ]
         for carried in late:
             argv.extend(carried.args())
+        asked_at = self._monotonic()
         try:
             reply = self._admit(keys=plan.keys, args=argv)
         except NotSentError as unavailable:
@@ -257,7 +296,50 @@ class Guard:
             return self._degraded(names, ticket, unavailable)
         if self._unreported:
             self._report_degraded()
-        return self._admission(names, ticket, reply)
+        admission = self._admission(names, ticket, reply)
+        granted = _as_int(reply[5])
+        if plan.permits > 1 and granted:
+            with self._lock:
+                self._leases[names] = _Lease(
+                    admission=dataclasses.replace(admission, leased=True),
+                    granted=granted,
+                    left=granted - 1,
+                    asked_at=asked_at,
+                    expires=asked_at + plan.lease_ttl_s,
+                )
+        return admission
+
+    def _spend_lease(self, names: tuple[str, ...]) -> Admission | None:
+        """One run from this process's lease on ``names``, or None (none left, or expired)."""
+        with self._lock:
+            lease = self._leases.get(names)
+            if lease is None or lease.left < 1 or lease.expires <= self._monotonic():
+                return None
+            lease.left -= 1
+            return lease.admission
+
+    def _lease_size(self, names: tuple[str, ...], plan: _Plan) -> int:
+        """How many runs to ask for, from how the last grant went (slow start): one at first
+        and after a failure; twice the last grant when it was spent and the process asks again
+        within the TTL; what it spent when some expired unspent. So a process that runs rarely
+        takes one run at a time and never holds the limiter's units idle."""
+        with self._lock:
+            last = self._leases.get(names)
+            if last is None:
+                return 1
+            if last.left > 0:
+                return max(last.granted - last.left, 1)
+            if self._monotonic() - last.asked_at < plan.lease_ttl_s:
+                return min(last.granted * 2, plan.permits)
+            return last.granted
+
+    def _drop_leases(self, names: Sequence[str]) -> None:
+        """Give up every lease covering any of ``names`` (a failure, a breaker opening)."""
+        if not self._leases:
+            return
+        with self._lock:
+            for key in [key for key in self._leases if any(name in key for name in names)]:
+                del self._leases[key]
 
     def _report_degraded(self) -> None:
         """Add the decisions taken while Redis was away to the resources' stats (fleet-wide
@@ -284,7 +366,7 @@ class Guard:
         reason = str(reply[3])
         permits: list[Permit] = []
         for i, name in enumerate(names):
-            gen, state, probe, remaining, transition = reply[5 + 5 * i : 10 + 5 * i]
+            gen, state, probe, remaining, transition = reply[6 + 5 * i : 11 + 5 * i]
             permits.append(
                 Permit(
                     resource=name,
@@ -295,9 +377,11 @@ class Guard:
                 )
             )
             if transition:
-                self._log_transition(name, str(transition))
+                self._on_transition(name, str(transition))
         refused_by = names[refused_index - 1] if refused_index else None
         retry_after_s = retry_us / 1_000_000
+        if refused_by is not None and reason.startswith("breaker"):
+            self._drop_leases((refused_by,))
         if refused_by is not None and reason == "breaker open":
             with self._lock:
                 now = self._monotonic()
@@ -360,6 +444,9 @@ class Guard:
         if not admission.admitted or admission.degraded or not admission.permits:
             return RecordResult(retry_allowed=True)
         push_us = int(push_s * 1_000_000) if push_s and push_s > 0 else 0
+        if outcome is Outcome.FAILED or push_us:
+            # The next run asks Redis, so the breaker and the pushed-back limiter decide.
+            self._drop_leases(admission.resources)
         if self._settler is not None and self._may_record_late(admission, outcome, retry, push_us):
             self._record_late(self._settler, admission, duration_s)
             return RecordResult(retry_allowed=True)
@@ -463,6 +550,8 @@ class Guard:
         # have been held by a thread that does not exist here.
         self._lock = threading.Lock()
         self._late = {}
+        # Its parent's lease is its parent's: spending it here too would double it.
+        self._leases = {}
 
     def _settle_due(self, now: float) -> float | None:
         """Settle every tally that is due (the settler thread); the seconds until the next one
@@ -498,7 +587,7 @@ class Guard:
             return False
         for name, transition in zip(names, reply, strict=True):
             if transition:
-                self._log_transition(name, str(transition))
+                self._on_transition(name, str(transition))
         return True
 
     def _transitions(
@@ -506,7 +595,7 @@ class Guard:
     ) -> tuple[tuple[str, str], ...]:
         transitions = tuple((name, str(t)) for name, t in zip(names, reply[1:], strict=True) if t)
         for name, transition in transitions:
-            self._log_transition(name, transition)
+            self._on_transition(name, transition)
         return transitions
 
     def flush(self) -> bool:
@@ -535,8 +624,9 @@ class Guard:
         with self._lock:
             self._open_cache.clear()
 
-    @staticmethod
-    def _log_transition(resource: str, transition: str) -> None:
+    def _on_transition(self, resource: str, transition: str) -> None:
         before, _, after = transition.partition(">")
+        if after != "closed":
+            self._drop_leases((resource,))
         log = _log.warning if after in ("open", "forced_open") else _log.info
         log("breaker_transition", resource=resource, from_state=before, to_state=after)

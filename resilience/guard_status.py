@@ -21,7 +21,7 @@ from resilience.clock import Clock
 from resilience.errors import ConfigurationError
 from resilience.guard import LIBRARY
 from resilience.keys import KeySpace
-from resilience.resources import ResourceConfig, config_argv
+from resilience.resources import PermitLeaseConfig, ResourceConfig, config_argv
 from resilience.scripts import register
 
 __all__ = [
@@ -131,8 +131,11 @@ class LimitStatus:
     rate_limit: RateUsage | None
     concurrency: ConcurrencyUsage | None
     retry_budget: BudgetUsage | None
-    # Admissions decided in Redis since the resource was first used: runs admitted, and runs
-    # refused by reason (refusals a worker answered from its local OPEN cache are not here).
+    # Runs admitted in batches to each worker process (None: every run asks Redis).
+    permit_lease: PermitLeaseConfig | None = None
+    # Admissions decided in Redis since the resource was first used: runs admitted (with a
+    # permit lease: runs granted, whether spent or expired unused), and runs refused by reason
+    # (refusals a worker answered from its local OPEN cache are not here).
     admitted: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     # Decisions workers took by fail mode while Redis was unreachable (admitted / refused),
@@ -172,11 +175,12 @@ class GuardStatus:
         return status
 
     def limits(self) -> list[LimitStatus]:
-        """Every resource with a rate limit, concurrency limit or retry budget, by name."""
+        """Every resource with a rate limit, concurrency limit, retry budget or permit lease, by
+        name."""
         configs = [
             r
             for _, r in sorted(self._resources.items())
-            if r.rate_limit or r.concurrency or r.retry_budget
+            if r.rate_limit or r.concurrency or r.retry_budget or r.permit_lease
         ]
         now_us, replies = self._snapshot(lambda pipe: self._queue_limits(pipe, configs))
         return [
@@ -357,6 +361,7 @@ def _limit_status(config: ResourceConfig, now_us: int, reads: Sequence[Any]) -> 
         rate,
         concurrency,
         retry_budget,
+        permit_lease=config.permit_lease,
         admitted=int(stats.get("admitted", 0)),
         refused=refused,
         without_redis={

@@ -1,5 +1,6 @@
 """What protects each named resource (e.g. ``broker.orders``): breaker, rate limit,
-concurrency limit and retry budget, as frozen configuration with the defaults users get.
+concurrency limit and retry budget, and whether admissions may be leased to a worker in
+batches, as frozen configuration with the defaults users get.
 
 The config file overrides any field per resource (``[resources."broker.api".rate_limit]``);
 a section set to ``false`` turns that protection off. See docs/CONFIGURATION.md.
@@ -21,6 +22,7 @@ __all__ = [
     "BreakerConfig",
     "ConcurrencyConfig",
     "FailMode",
+    "PermitLeaseConfig",
     "RateLimitConfig",
     "ResourceConfig",
     "RetryBudgetConfig",
@@ -143,6 +145,36 @@ class ConcurrencyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PermitLeaseConfig:
+    """Admissions leased to a worker process in batches (opt-in, off by default).
+
+    One admission round trip takes up to ``permits`` admissions at once (the rate limiter
+    charged for all of them, the breaker CLOSED); the process spends them on its next runs
+    without asking Redis, for at most ``ttl_s`` after it asked. How many it asks for starts at
+    one and doubles while each batch is spent and the next asked for within ``ttl_s``, and falls
+    to what was spent when some expire, so a process that runs rarely asks for one at a time.
+
+    What that costs in guarantees: in any interval of t seconds at most
+    ``floor((t + ttl_s) / T) + burst + 1`` runs reach the API (instead of
+    ``floor(t / T) + burst + 1``); after the breaker opens, a process may still run what it
+    holds, at most ``permits - 1`` runs within ``ttl_s``; leftovers expire unused (the limiter
+    counted them). A failure or a server's Retry-After drops the process's lease, half-open
+    probes are never leased, and a resource with a concurrency limit cannot lease (every run
+    must hold a slot). Meant for cheap, frequent calls (quotes), not orders.
+    """
+
+    permits: int = 10
+    ttl_s: float = 0.25
+
+    def __post_init__(self) -> None:
+        _integers(self, "permits")
+        _require(self.permits >= 2, "permits must be at least 2 (1 is no lease)")
+        _require(
+            math.isfinite(self.ttl_s) and 0 < self.ttl_s <= 60, "ttl_s must be in (0, 60] seconds"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RetryBudgetConfig:
     """The AWS SDK's retry quota, shared: a retry spends ``retry_cost`` tokens
     (``timeout_cost`` after a timeout), a success returns ``success_refill``, and tokens also
@@ -173,6 +205,7 @@ class ResourceConfig:
     rate_limit: RateLimitConfig | None = None
     concurrency: ConcurrencyConfig | None = None
     retry_budget: RetryBudgetConfig | None = None
+    permit_lease: PermitLeaseConfig | None = None
     # What admission does when Redis cannot be asked: let the call through, or defer it.
     fail_mode: FailMode = "open"
     fail_closed_retry_s: float = 5.0
@@ -184,6 +217,11 @@ class ResourceConfig:
         )
         _require(self.fail_mode in ("open", "closed"), "fail_mode must be 'open' or 'closed'")
         _require(self.fail_closed_retry_s > 0, "fail_closed_retry_s must be positive")
+        _require(
+            self.permit_lease is None or self.concurrency is None,
+            "permit_lease cannot be combined with concurrency: a leased run does not ask "
+            "Redis, so the fleet could not count it against the limit",
+        )
 
 
 # The trading API's breaker and concurrency limit, and the data API's breaker.
@@ -223,6 +261,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "rate_limit": RateLimitConfig,
     "concurrency": ConcurrencyConfig,
     "retry_budget": RetryBudgetConfig,
+    "permit_lease": PermitLeaseConfig,
 }
 
 

@@ -182,6 +182,18 @@ local function gcra_check(key, c, now)
   return true, new_tat, math.floor((limit - (new_tat - now)) / c.interval_us)
 end
 
+-- Like gcra_check, for up to `want` runs at once (a permit lease): admits n = the most runs,
+-- 1 <= n <= want, that fit. Returns allowed, the TAT to charge from (when allowed) or the
+-- wait in microseconds for one run, remaining after one run, and n (0 when refused).
+local function gcra_take(key, c, now, want)
+  local allowed, value, remaining = gcra_check(key, c, now)
+  if not allowed then return false, value, remaining, 0 end
+  local per_run = c.interval_us * c.cost
+  local tat = value - per_run
+  local fits = math.floor((c.interval_us * (c.burst + 1) - (tat - now)) / per_run)
+  return true, tat, remaining, math.max(math.min(fits, want), 1)
+end
+
 -- The TAT is kept until at least 1 ms past itself: Redis expires keys by a millisecond clock
 -- read when the script started, which can be up to 1 ms behind TIME, and a TAT that expired
 -- early would let the next admission start from `now` instead of it.

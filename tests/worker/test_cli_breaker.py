@@ -18,7 +18,7 @@ from worker.settings import load_settings
 
 CONTRACT_KEYS = ["name", "state", "failure_rate", "calls", "open_until"]
 STATES = {"closed", "open", "half_open", "forced_open", "disabled"}
-ORDERS, API = "test.orders", "test.api"
+ORDERS, API, DATA = "test.orders", "test.api", "test.data"
 # test.api admits one call an hour beyond its burst, so what remains cannot drift mid-test.
 CONFIG = f"""
 [resources."{ORDERS}".breaker]
@@ -38,6 +38,13 @@ refill_per_s = 0.5
 rate = 1
 period_s = 3600
 burst = 2
+
+[resources."{DATA}".retry_budget]
+capacity = 10
+
+[resources."{DATA}".permit_lease]
+permits = 5
+ttl_s = 0.5
 """
 
 
@@ -191,6 +198,7 @@ def test_limits_list_json_shows_usage(guard: Guard) -> None:
         },
         "concurrency": None,
         "retry_budget": None,
+        "permit_lease": None,
         "admitted": 1,
         "refused": {},
         "without_redis": {},
@@ -201,6 +209,17 @@ def test_limits_list_json_shows_usage(guard: Guard) -> None:
     assert orders["concurrency"] == {"limit": 3, "in_use": 2}
     assert orders["retry_budget"]["capacity"] == 100
     assert 95 <= orders["retry_budget"]["tokens"] < 96  # refills 0.5 per second
+
+
+def test_limits_list_shows_permit_leases_and_counts_what_they_granted(guard: Guard) -> None:
+    """Three runs of a leasing resource: grants of 1 and 2 (the third run is leased); the
+    operator sees the lease and the 3 admitted, in JSON and in the table."""
+    assert [guard.admit([DATA]).leased for _ in range(3)] == [False, False, True]
+    rows = {row["name"]: row for row in as_json(run("limits", "list", "--json"))}
+    assert rows[DATA]["permit_lease"] == {"permits": 5, "ttl_s": 0.5}
+    assert rows[DATA]["admitted"] == 3
+    assert rows[ORDERS]["permit_lease"] is None
+    assert "5 per 0.5 s" in run("limits", "list").stdout
 
 
 def test_limits_list_prints_a_table(guard: Guard) -> None:

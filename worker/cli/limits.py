@@ -1,4 +1,5 @@
-"""``alchemiser limits``: rate limits, concurrency limits and retry budgets, with their usage."""
+"""``alchemiser limits``: rate limits, concurrency limits, retry budgets and permit leases, with
+their usage."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def list_(ctx: typer.Context, as_json: JsonOption = False) -> None:
             "next allowed in",
             "concurrency",
             "retry budget",
+            "permit lease",
             "admitted",
             "refused",
             "without Redis",
@@ -45,6 +47,7 @@ def list_(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 def _row(status: LimitStatus) -> list[str]:
     rate, concurrency, budget = status.rate_limit, status.concurrency, status.retry_budget
+    lease = status.permit_lease
     return [
         status.name,
         f"{rate.rate:g} per {rate.period_s:g} s, burst {rate.burst}" if rate else OFF,
@@ -52,6 +55,7 @@ def _row(status: LimitStatus) -> list[str]:
         f"{rate.next_allowed_in_s:.3f} s" if rate else OFF,
         f"{concurrency.in_use} of {concurrency.limit} in use" if concurrency else OFF,
         f"{budget.tokens:.1f} of {budget.capacity:g} tokens" if budget else OFF,
+        f"{lease.permits} per {lease.ttl_s:g} s" if lease else OFF,
         str(status.admitted),
         ", ".join(f"{reason} {n}" for reason, n in status.refused.items()) or "0",
         ", ".join(f"{decision} {n}" for decision, n in status.without_redis.items()) or "0",
