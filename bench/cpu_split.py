@@ -32,11 +32,13 @@ from bench.benchapp import (
     BENCH_QUEUE,
     GUARDED_RESOURCES,
     GUARDED_TASK,
+    LEASE_TTL_S,
     PLAIN_TASK,
     RESILIENT_TASK,
     ROUND_TRIP_TASK,
     build_app,
     done_key,
+    leased_resources,
 )
 from bench.throughput import BenchError, _control, cleanup, machine, run_batch
 from resilience.connection import connect
@@ -90,10 +92,11 @@ def _cpu(parties: dict[str, list[int]]) -> dict[str, float]:
     return {name: sum(cpu_s(pid) for pid in pids) for name, pids in parties.items()}
 
 
-def render(splits: Sequence[CpuSplit], rounds: int, tasks: int) -> str:
+def render(splits: Sequence[CpuSplit], rounds: int, tasks: int, pool: str = "prefork") -> str:
     """Median per task over the rounds, in µs."""
+    options = "prefork -c 2" if pool == "prefork" else "solo -c 1"
     lines = [
-        f"### CPU per task, `-P prefork -c 2`: median of {rounds} rounds x {tasks:,} tasks\n",
+        f"### CPU per task, `-P {options}`: median of {rounds} rounds x {tasks:,} tasks\n",
         "| task | tasks/s | worker main µs | pool children µs | Redis µs | total µs |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -115,9 +118,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu_split", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="batches of each task (3)")
     parser.add_argument("--tasks", type=int, default=3000, help="tasks per batch (3000)")
+    parser.add_argument(
+        "--pool",
+        choices=("prefork", "solo"),
+        default="prefork",
+        help="prefork -c 2, or solo -c 1 (the task runs in the main process) (prefork)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=int,
+        default=0,
+        metavar="K",
+        help=f"the guarded resource leases K admissions per round trip, within {LEASE_TTL_S} s",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.tasks < 100:
         parser.error("--rounds must be at least 1 and --tasks at least 100")
+    if args.lease == 1 or args.lease < 0:
+        parser.error("--lease K needs K >= 2")
     settings = load_settings().model_copy(update={"namespace": f"bench-{uuid.uuid4().hex[:10]}"})
     app = build_app(settings)
     redis = connect(settings.redis_url, socket_timeout_s=5.0)
@@ -133,13 +151,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ALCHEMISER_NAMESPACE": settings.namespace,
             "ALCHEMISER_LOG_LEVEL": "WARNING",
             "ALCHEMISER_TASK_EVENTS": "false",
-            "ALCHEMISER_RESOURCES": json.dumps(GUARDED_RESOURCES),
+            "ALCHEMISER_RESOURCES": json.dumps(
+                leased_resources(args.lease) if args.lease else GUARDED_RESOURCES
+            ),
         }
         worker = start_worker(
             env,
             Path(tempfile.mkdtemp(prefix="cpu-split-")),
-            pool="prefork",
-            concurrency=2,
+            pool=args.pool,
+            concurrency=2 if args.pool == "prefork" else 1,
             queues=BENCH_QUEUE,
             name=f"bench{uuid.uuid4().hex[:8]}",
             app="bench.benchapp",
@@ -169,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         per_task["redis"],
                     )
                 )
-        print(render(splits, args.rounds, args.tasks))
+        print(render(splits, args.rounds, args.tasks, args.pool))
         print(f"Total run time {time.monotonic() - started:.0f} s.")
         return 0
     except (BenchError, OSError) as failed:

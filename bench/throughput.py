@@ -26,7 +26,11 @@ limit that never refuse (``benchapp.GUARDED_RESOURCES``, given to the worker as
 ``ALCHEMISER_RESOURCES``). The run checks that the resource's ``admitted`` counter grew by (at
 least) the number of guarded tasks it ran, and reports any refusal. ``--round-trip`` puts
 ``bench.round_trip_noop`` there instead: the plain task plus one bare ``PING`` per run, the
-least any per-task check on Redis can cost.
+least any per-task check on Redis can cost. ``--guarded --lease K`` gives the resource a permit
+lease of K (``benchapp.leased_resources``): one admission round trip grants K runs, which the
+worker process spends without asking Redis (the resource then has a retry budget instead of a
+concurrency limit, which a lease cannot have); the resource's ``admitted`` counter then counts
+runs granted, at least the runs made.
 
 Prints Markdown tables; exits 1 on an error (a worker that dies, a batch that does not drain),
 never because a target is missed. Deletes every key of its namespace at the end.
@@ -60,11 +64,13 @@ from bench.benchapp import (
     GUARDED_RESOURCE,
     GUARDED_RESOURCES,
     GUARDED_TASK,
+    LEASE_TTL_S,
     PLAIN_TASK,
     RESILIENT_TASK,
     ROUND_TRIP_TASK,
     build_app,
     done_key,
+    leased_resources,
 )
 from resilience.connection import connect
 from resilience.keys import KeySpace
@@ -117,6 +123,7 @@ class PoolReport:
     aa: bool = False
     guarded: bool = False
     round_trip: bool = False
+    lease: int = 0  # guarded runs: permits per lease (0: every run asks Redis)
     # Guarded runs: how many the resource admitted during this pool, and refusals by reason.
     admitted: int = 0
     refused: tuple[tuple[str, int], ...] = ()
@@ -222,11 +229,13 @@ def run_pool(
     guarded: bool = False,
     round_trip: bool = False,
     events: bool = False,
+    lease: int = 0,
 ) -> PoolReport:
     """Start a worker with ``pool``, warm it up, run the interleaved rounds, stop it.
 
     With ``aa`` the plain task runs in both slots (the noise floor of the ratio); with
-    ``guarded`` the guarded task takes the resilient task's slot.
+    ``guarded`` the guarded task takes the resilient task's slot (its resource leasing ``lease``
+    permits at a time, when given).
     """
     env = {
         "ALCHEMISER_NAMESPACE": settings.namespace,
@@ -234,7 +243,7 @@ def run_pool(
         "ALCHEMISER_TASK_EVENTS": "true" if events else "false",
     }
     if guarded:
-        env["ALCHEMISER_RESOURCES"] = json.dumps(GUARDED_RESOURCES)
+        env["ALCHEMISER_RESOURCES"] = json.dumps(_resources(lease))
     worker = start_worker(
         env,
         log_dir,
@@ -282,8 +291,19 @@ def run_pool(
         if field.startswith("refused") and count > stats_before.get(field, 0)
     )
     return PoolReport(
-        pool, concurrency, tuple(results), guarded=True, admitted=admitted, refused=refused
+        pool,
+        concurrency,
+        tuple(results),
+        guarded=True,
+        lease=lease,
+        admitted=admitted,
+        refused=refused,
     )
+
+
+def _resources(lease: int) -> dict[str, dict[str, Any]]:
+    """The guarded resource's configuration, leasing ``lease`` permits at a time if > 0."""
+    return leased_resources(lease) if lease else GUARDED_RESOURCES
 
 
 def _b_task(*, guarded: bool, round_trip: bool) -> str:
@@ -415,6 +435,8 @@ def render(report: PoolReport, tasks: int) -> str:
     title = (
         " (A/A control: plain vs plain)"
         if report.aa
+        else f" (guarded, permit lease of {report.lease}: one admission per {report.lease} runs)"
+        if report.guarded and report.lease
         else " (guarded: admit + record per task)"
         if report.guarded
         else " (round trip: plain + one PING per task)"
@@ -498,6 +520,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         " resilient one",
     )
     parser.add_argument(
+        "--lease",
+        type=int,
+        default=0,
+        metavar="K",
+        help=f"with --guarded: the resource leases K admissions per round trip to each worker"
+        f" process, spent within {LEASE_TTL_S} s (off)",
+    )
+    parser.add_argument(
         "--round-trip",
         action="store_true",
         help="compare plain + one PING per run with plain: the floor of any per-task Redis check",
@@ -513,6 +543,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--tasks must be at least 10 and --rounds at least 1")
     if args.aa + args.guarded + args.round_trip > 1:
         parser.error("--aa, --guarded and --round-trip are different runs; choose one")
+    if args.lease and (not args.guarded or args.lease < 2):
+        parser.error("--lease K needs --guarded and K >= 2")
     args.pools = [p.strip() for p in args.pools.split(",") if p.strip()]
     unknown = set(args.pools) - {"prefork", "solo"}
     if unknown:
@@ -531,10 +563,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "task_events": args.events == "on",
     }
     if args.guarded:
-        update["resources"] = {**base.resources, **GUARDED_RESOURCES}
+        update["resources"] = {**base.resources, **_resources(args.lease)}
     settings = base.model_copy(update=update)
     b_name, b_class, b_subject = (
-        ("guarded", "guarded ResilientTask", "the guarded ResilientTask")
+        (
+            "guarded",
+            f"guarded ResilientTask, permit lease of {args.lease},",
+            "the guarded ResilientTask (leasing)",
+        )
+        if args.guarded and args.lease
+        else ("guarded", "guarded ResilientTask", "the guarded ResilientTask")
         if args.guarded
         else ("round trip", "plain task + one PING", "one PING")
         if args.round_trip
@@ -570,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     guarded=args.guarded,
                     round_trip=args.round_trip,
                     events=args.events == "on",
+                    lease=args.lease,
                 )
                 print(render(report, args.tasks), flush=True)
                 plain_us = 1e6 / statistics.median(p.rate_per_s for p, _, _ in report.rounds)

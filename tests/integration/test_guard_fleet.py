@@ -7,6 +7,8 @@
   probes through in HALF_OPEN although 22 callers race for them, reopens on failed probes and
   closes on successful ones; a probe whose worker is SIGKILLed frees its slot when its lease
   expires.
+- With a permit lease the fleet holds the loosened bound: by grant time the limit is unchanged,
+  and at the API a window holds no more than the limit over the window plus the lease's TTL.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from worker.settings import Settings
 pytestmark = pytest.mark.integration
 
 RATE, PERIOD_S, BURST = 50.0, 1.0, 5
+LEASE_PERMITS, LEASE_TTL_S = 5, 0.2
 WAIT_IN_OPEN_S, PROBES = 2.0, 3
 
 
@@ -86,6 +89,40 @@ def test_a_shared_rate_limit_holds_at_the_api_where_celerys_own_does_not(
 
     celery = _rate_run("celery", redis_url, api, 600, tmp_path)
     assert celery.max_per_period > celery.limit
+
+
+def test_leased_admissions_hold_the_loosened_bound_at_the_api(
+    redis_url: str, api: FakeAlpacaAPI, tmp_path: Path
+) -> None:
+    """4 worker processes x 150 calls limited to 50/s + 5, leasing 5 permits for 0.2 s: by
+    grant time at most 55 in any 1 s window (the GCRA bound, unchanged); at the API at most
+    ceil((1 s + spread) / T) + 5, where the spread of arrival after grant holds the 0.2 s a
+    lease may be spent in and the delivery jitter; and fewer admission round trips than
+    calls."""
+    api.clear_log()
+    run = run_rate_scenario(
+        "alchemiser",
+        redis_url=redis_url,
+        api_url=api.url,
+        log=lambda: api.requests,
+        calls=600,
+        workers=4,
+        rate=RATE,
+        period_s=PERIOD_S,
+        burst=BURST,
+        log_dir=tmp_path,
+        lease=(LEASE_PERMITS, LEASE_TTL_S),
+    )
+    assert len(run.admissions) == 600, "every call carries its grant's time"
+    assert run.max_admitted_per_period is not None
+    assert run.max_admitted_per_period <= run.limit == 55
+    spread = run.delay_spread_s
+    assert spread is not None
+    assert spread <= LEASE_TTL_S + 0.5, "a leased call ran long after its grant"
+    assert run.max_per_period <= run.limit_over(PERIOD_S + spread)
+    grants = len(set(run.admissions))
+    assert grants < 600, "no call ran from a lease"
+    assert run.utilisation >= 0.9
 
 
 def _events(client: Redis, keys: KeySpace) -> list[dict[str, str]]:
