@@ -11,8 +11,9 @@ or by a background thread within a few milliseconds (:mod:`resilience.settlement
 
 A resource configured with a permit lease (``permit_lease``, opt-in) is asked for a batch of
 admissions at once: the process spends them on its next runs without a round trip, for at
-most the lease's ``ttl_s`` from when it asked, and drops what is left at the first failure
-(the weaker bounds this gives are on :class:`resilience.resources.PermitLeaseConfig`).
+most the lease's ``ttl_s`` from when it asked, and drops what is left at a failure, a server's
+Retry-After or a breaker leaving CLOSED (the weaker bounds this gives are on
+:class:`resilience.resources.PermitLeaseConfig`).
 
 A breaker found OPEN is remembered in this process (by monotonic time, never the wall clock)
 for at most ``open_cache_s``, so a fleet facing an open breaker does not ask Redis per task.

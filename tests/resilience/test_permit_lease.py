@@ -29,6 +29,7 @@ from resilience.resources import (
     RetryBudgetConfig,
     resources_from_mapping,
 )
+from tests.builders import breaker
 from tests.forking import run_forked
 
 US = 1_000_000
@@ -50,7 +51,7 @@ class CountingAdmit:
             self.calls += 1
             return real(**kwargs)
 
-        self.guard._admit = counted  # type: ignore[assignment,method-assign]
+        self.guard._admit = counted  # type: ignore[assignment]
 
 
 def leasing(
@@ -59,8 +60,9 @@ def leasing(
     ttl_s: float = 0.25,
     **protections: Any,
 ) -> ResourceConfig:
-    """A resource leasing ``permits`` per round trip; a breaker unless told otherwise."""
-    protections.setdefault("breaker", BreakerConfig(minimum_calls=4, window_s=10))
+    """A resource leasing ``permits`` per round trip; a breaker (4 calls, 50 %, no jitter)
+    unless told otherwise."""
+    protections.setdefault("breaker", breaker())
     return ResourceConfig(
         name=name, permit_lease=PermitLeaseConfig(permits=permits, ttl_s=ttl_s), **protections
     )
@@ -78,7 +80,7 @@ def make_guard(
 
 def admitted_count(client: redis.Redis, keys: KeySpace, name: str = "api") -> int:
     """What the resource's stats say was admitted (runs granted, leased ones included)."""
-    return int(client.hget(keys.resource(name)[STATS], "admitted") or 0)  # type: ignore[arg-type]
+    return int(client.hget(keys.resource(name)[STATS], "admitted") or 0)
 
 
 @pytest.fixture
@@ -263,14 +265,8 @@ def test_a_failure_drops_every_lease_on_the_resource_whatever_the_task(
 def test_half_open_probes_are_never_leased(
     client: redis.Redis, keys: KeySpace, clock: ManualClock
 ) -> None:
-    breaker = BreakerConfig(
-        minimum_calls=4,
-        window_s=10,
-        wait_duration_in_open_s=5,
-        wait_jitter=0,
-        permitted_calls_in_half_open=2,
-    )
-    counted = make_guard(client, keys, clock, leasing(permits=10, breaker=breaker))
+    half_open = breaker(wait_duration_in_open_s=5, permitted_calls_in_half_open=2)
+    counted = make_guard(client, keys, clock, leasing(permits=10, breaker=half_open))
     guard = counted.guard
     for _ in range(4):
         guard.record(guard.admit(["api"]), Outcome.FAILED)
