@@ -9,9 +9,9 @@ resource ``bench.noop``: each run is admitted by the fleet-wide guard before its
 recorded after. The benchmark configures that resource (breaker, a rate limit and a concurrency
 limit, none of which ever refuses) with ``ALCHEMISER_RESOURCES`` = :data:`GUARDED_RESOURCES`;
 without it the resource is unknown and the guard lets the task through without asking Redis.
-:func:`leased_resources` is the same resource leasing its admissions to each worker process in
-batches (``permit_lease``; no concurrency limit, which a lease cannot have, a retry budget
-instead).
+:func:`guarded_resources` with a lease is the same resource leasing its admissions to each
+worker process in batches (``permit_lease``; no concurrency limit, which a lease cannot have, a
+retry budget instead).
 ``bench.round_trip_noop`` is the plain task plus one ``PING`` per run: what any per-task check on
 Redis costs at the least, whatever it decides.
 
@@ -47,7 +47,7 @@ __all__ = [
     "build_app",
     "done_key",
     "get_app",
-    "leased_resources",
+    "guarded_resources",
 ]
 
 BENCH_QUEUE = "bench"
@@ -71,15 +71,18 @@ GUARDED_RESOURCES: dict[str, dict[str, Any]] = {
 LEASE_TTL_S = 0.25
 
 
-def leased_resources(permits: int) -> dict[str, dict[str, Any]]:
-    """The guarded resource with admissions leased ``permits`` at a time; every protection it
-    can have with a lease on, none refusing."""
+def guarded_resources(lease: int = 0) -> dict[str, dict[str, Any]]:
+    """The guarded resource's configuration: :data:`GUARDED_RESOURCES`, or with ``lease`` > 0
+    admissions leased that many at a time (every protection it can have with a lease on, none
+    refusing)."""
+    if not lease:
+        return GUARDED_RESOURCES
     return {
         GUARDED_RESOURCE: {
             "breaker": {"minimum_calls": 1000},
             "rate_limit": {"rate": 1_000_000, "period_s": 1, "burst": 1000},
             "retry_budget": {"capacity": 1000},
-            "permit_lease": {"permits": permits, "ttl_s": LEASE_TTL_S},
+            "permit_lease": {"permits": lease, "ttl_s": LEASE_TTL_S},
         }
     }
 

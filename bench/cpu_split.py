@@ -30,7 +30,6 @@ from pathlib import Path
 
 from bench.benchapp import (
     BENCH_QUEUE,
-    GUARDED_RESOURCES,
     GUARDED_TASK,
     LEASE_TTL_S,
     PLAIN_TASK,
@@ -38,7 +37,7 @@ from bench.benchapp import (
     ROUND_TRIP_TASK,
     build_app,
     done_key,
-    leased_resources,
+    guarded_resources,
 )
 from bench.throughput import BenchError, _control, cleanup, machine, run_batch
 from resilience.connection import connect
@@ -151,9 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ALCHEMISER_NAMESPACE": settings.namespace,
             "ALCHEMISER_LOG_LEVEL": "WARNING",
             "ALCHEMISER_TASK_EVENTS": "false",
-            "ALCHEMISER_RESOURCES": json.dumps(
-                leased_resources(args.lease) if args.lease else GUARDED_RESOURCES
-            ),
+            "ALCHEMISER_RESOURCES": json.dumps(guarded_resources(args.lease)),
         }
         worker = start_worker(
             env,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from celery import Celery
 
+from bench.throughput import cleanup
 from resilience.chaos import ChaosRule
 from resilience.connection import connect
 from tasks.runtime import TradingRuntime
@@ -165,8 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         finally:
             worker.stop()
-            for key in client.scan_iter(match=f"{namespace}:*", count=1000):
-                client.delete(key)
+            cleanup(client, namespace)
             app.close()
 
 

@@ -39,6 +39,7 @@ from bench.guardapp import (
     LIMITED_TASK,
 )
 from bench.guardapp import build_app as build_guard_app
+from bench.throughput import cleanup
 from resilience.connection import connect
 from tests.fakes.alpaca_api import FakeAlpacaAPI, RequestRecord
 from worker.fleet import WorkerProcess, start_worker, wait_until_ready
@@ -216,9 +217,7 @@ def run_rate_scenario(
     finally:
         for worker in fleet:
             worker.stop()
-        client = connect(redis_url)
-        for key in client.scan_iter(match=f"{namespace}:*", count=1000):
-            client.delete(key)
+        cleanup(connect(redis_url), namespace)
 
 
 def _celery_unit(period_s: float) -> str:

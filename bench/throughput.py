@@ -27,7 +27,7 @@ limit that never refuse (``benchapp.GUARDED_RESOURCES``, given to the worker as
 least) the number of guarded tasks it ran, and reports any refusal. ``--round-trip`` puts
 ``bench.round_trip_noop`` there instead: the plain task plus one bare ``PING`` per run, the
 least any per-task check on Redis can cost. ``--guarded --lease K`` gives the resource a permit
-lease of K (``benchapp.leased_resources``): one admission round trip grants K runs, which the
+lease of K (``benchapp.guarded_resources``): one admission round trip grants K runs, which the
 worker process spends without asking Redis (the resource then has a retry budget instead of a
 concurrency limit, which a lease cannot have); the resource's ``admitted`` counter then counts
 runs granted, at least the runs made.
@@ -62,7 +62,6 @@ from redis import Redis
 from bench.benchapp import (
     BENCH_QUEUE,
     GUARDED_RESOURCE,
-    GUARDED_RESOURCES,
     GUARDED_TASK,
     LEASE_TTL_S,
     PLAIN_TASK,
@@ -70,7 +69,7 @@ from bench.benchapp import (
     ROUND_TRIP_TASK,
     build_app,
     done_key,
-    leased_resources,
+    guarded_resources,
 )
 from resilience.connection import connect
 from resilience.keys import KeySpace
@@ -243,7 +242,7 @@ def run_pool(
         "ALCHEMISER_TASK_EVENTS": "true" if events else "false",
     }
     if guarded:
-        env["ALCHEMISER_RESOURCES"] = json.dumps(_resources(lease))
+        env["ALCHEMISER_RESOURCES"] = json.dumps(guarded_resources(lease))
     worker = start_worker(
         env,
         log_dir,
@@ -299,11 +298,6 @@ def run_pool(
         admitted=admitted,
         refused=refused,
     )
-
-
-def _resources(lease: int) -> dict[str, dict[str, Any]]:
-    """The guarded resource's configuration, leasing ``lease`` permits at a time if > 0."""
-    return leased_resources(lease) if lease else GUARDED_RESOURCES
 
 
 def _b_task(*, guarded: bool, round_trip: bool) -> str:
@@ -563,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "task_events": args.events == "on",
     }
     if args.guarded:
-        update["resources"] = {**base.resources, **_resources(args.lease)}
+        update["resources"] = {**base.resources, **guarded_resources(args.lease)}
     settings = base.model_copy(update=update)
     b_name, b_class, b_subject = (
         (
