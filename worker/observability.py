@@ -9,6 +9,7 @@ so every host agrees and ``alchemiser chaos clock`` ages an incident out as it a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
@@ -33,36 +34,55 @@ DASHBOARD_WINDOW_S = 3600.0
 DASHBOARD_STEP_S = 60.0
 
 
-def build_health_monitor(settings: Settings, client: Redis, keys: KeySpace) -> HealthMonitor:
-    """The health monitor of the deployment ``settings`` describe."""
+@dataclass(frozen=True, slots=True)
+class _FleetReaders:
+    """What the health report and the HTTP face read, all on the fleet's clock."""
+
+    clock: ServerClock
+    metrics: ErrorMetrics
+    guard_status: GuardStatus
+
+
+def _readers(settings: Settings, client: Redis, keys: KeySpace) -> _FleetReaders:
     clock = ServerClock(client, keys)
-    metrics = ErrorMetrics(client, keys, clock, scrubber=Scrubber(settings.secret_values()))
+    return _FleetReaders(
+        clock=clock,
+        metrics=ErrorMetrics(client, keys, clock, scrubber=Scrubber(settings.secret_values())),
+        guard_status=GuardStatus(client, keys, settings.resource_configs),
+    )
+
+
+def _health_monitor(
+    settings: Settings, client: Redis, keys: KeySpace, readers: _FleetReaders
+) -> HealthMonitor:
     return HealthMonitor(
-        metrics,
-        GuardStatus(client, keys, settings.resource_configs),
+        readers.metrics,
+        readers.guard_status,
         DeadLetterStore(
             client, keys, max_entries=settings.dlq_max_entries, retention_s=settings.dlq_retention_s
         ),
-        AlertStore(client, keys, settings.grouping_timing, server_clock=clock),
-        clock=clock,
+        AlertStore(client, keys, settings.grouping_timing, server_clock=readers.clock),
+        clock=readers.clock,
         thresholds=settings.alert_thresholds_config.static,
     )
+
+
+def build_health_monitor(settings: Settings, client: Redis, keys: KeySpace) -> HealthMonitor:
+    """The health monitor of the deployment ``settings`` describe."""
+    return _health_monitor(settings, client, keys, _readers(settings, client, keys))
 
 
 def build_sources(settings: Settings) -> Sources:
     """The HTTP face's sources for the deployment ``settings`` describe."""
     runtime = build_runtime(settings)
     client, keys = runtime.resilience.redis, runtime.resilience.keys
-    monitor = build_health_monitor(settings, client, keys)
-    metrics = ErrorMetrics(
-        client, keys, ServerClock(client, keys), scrubber=Scrubber(settings.secret_values())
-    )
-    guard_status = GuardStatus(client, keys, settings.resource_configs)
+    readers = _readers(settings, client, keys)
+    monitor = _health_monitor(settings, client, keys, readers)
 
     def dashboard(_: HealthReport) -> dict[str, Any]:
         return {
-            "series": metrics.series(DASHBOARD_WINDOW_S, DASHBOARD_STEP_S),
-            "limits": [limit.to_dict() for limit in guard_status.limits()],
+            "series": readers.metrics.series(DASHBOARD_WINDOW_S, DASHBOARD_STEP_S),
+            "limits": [limit.to_dict() for limit in readers.guard_status.limits()],
         }
 
     return Sources(
