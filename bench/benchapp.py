@@ -1,6 +1,6 @@
 """The Celery app the throughput benchmark runs: ``celery -A bench.benchapp worker -Q bench``.
 
-It is the real application (``worker.app.create_app``: JSON, ``acks_late``, prefetch 1, the
+It is the real application (``worker.application.create_app``: JSON, ``acks_late``, prefetch 1, the
 resilience runtime) plus four no-op tasks on a dedicated ``bench`` queue. Every body does the
 same single Redis ``INCR`` of a completion counter, so they cost the same and the benchmark can
 tell when a round is done. ``bench.plain_noop`` is a plain Celery task, ``bench.resilient_noop``
@@ -32,7 +32,7 @@ from redis import Redis
 from bench.lazyapp import LazyApp
 from resilience.connection import connect
 from resilience.task import ResilientTask
-from worker.app import create_app
+from worker.application import create_app
 from worker.settings import Settings, load_settings
 
 __all__ = [

@@ -31,7 +31,7 @@ from resilience.connection import connect
 from tasks.runtime import TradingRuntime
 from tests.fakes.http_receiver import HttpReceiver
 from tests.fakes.smtp_server import SmtpServer
-from worker.app import create_app
+from worker.application import create_app
 from worker.fleet import start_worker, wait_until_ready
 from worker.runtime import build_runtime
 from worker.settings import Settings

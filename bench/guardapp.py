@@ -1,6 +1,6 @@
 """The Celery app of the fleet guard's scenarios: ``celery -A bench.guardapp worker -Q guard``.
 
-The real application (``worker.app.create_app``) plus three tasks on a ``guard`` queue that
+The real application (``worker.application.create_app``) plus three tasks on a ``guard`` queue that
 make the same HTTP call (``GET <url>/v2/account`` with Alpaca's key headers) to an API whose
 server logs every arrival:
 
@@ -22,7 +22,7 @@ from kombu import Queue
 
 from bench.lazyapp import LazyApp
 from resilience.task import ResilientTask
-from worker.app import create_app
+from worker.application import create_app
 from worker.settings import Settings, load_settings
 
 __all__ = [

@@ -1,11 +1,13 @@
 """The running application: ``from worker import app`` (CONTRACT).
 
 The app is created on first access, not on import, so the CLI can report a bad setting as a
-message instead of a traceback from the import.
+message instead of a traceback from the import. No submodule is named ``app``: importing one
+would bind the name on this package to the module and shadow the Celery app.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -14,15 +16,20 @@ if TYPE_CHECKING:
 __all__ = ["app", "get_app"]
 
 _app: Celery | None = None
+_app_lock = threading.Lock()
 
 
 def get_app() -> Celery:
     """The process's Celery app, created from the environment on first use."""
     global _app  # noqa: PLW0603 - one app per process is Celery's model; created once
     if _app is None:
-        from worker.app import create_app  # noqa: PLC0415 - app built on first access, not import
+        with _app_lock:
+            if _app is None:
+                from worker.application import create_app  # noqa: PLC0415 - on first access
 
-        _app = create_app()
+                _app = create_app()
+                # From now on a plain attribute: no lookup through __getattr__.
+                globals()["app"] = _app
     return _app
 
 

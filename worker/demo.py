@@ -34,7 +34,7 @@ from resilience.replay import Replayer
 from tasks.brokers.paper import PaperBroker
 from tasks.replay import prepare_replay, replay_publisher
 from tasks.runtime import TradingRuntime
-from worker.app import create_app
+from worker.application import create_app
 from worker.embedded import RedisSource, redis_for_demo
 from worker.fleet import WorkerProcess, start_worker, wait_until_ready
 from worker.runtime import build_runtime

@@ -15,7 +15,7 @@ import pytest
 
 from resilience.connection import connect
 from tests.integration.harness import Deployment
-from worker.app import create_app
+from worker.application import create_app
 from worker.runtime import build_runtime
 from worker.settings import Settings
 

@@ -7,7 +7,7 @@ import json
 import redis
 
 from tests.worker.test_cli import queued
-from worker.app import create_app
+from worker.application import create_app
 from worker.settings import Settings
 
 SECRET = "Zr7QpL2xVn9TkB4mWc8HsD3y"

@@ -13,7 +13,7 @@ from resilience.errors import ConfigurationError
 from tasks.brokers.alpaca import AlpacaBroker
 from tasks.runtime import TradingRuntime
 from tests.fakes.alpaca_api import FakeAlpacaAPI, Fault
-from worker.app import create_app
+from worker.application import create_app
 from worker.runtime import build_runtime
 from worker.settings import Settings
 

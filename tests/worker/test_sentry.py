@@ -27,7 +27,7 @@ from resilience.scrub import SECRET_KEY_PARTS, Scrubber
 from resilience.task import RUNTIME_SETTING
 from tasks.trading import submit_order
 from tests.fakes.sentry_receiver import SentryReceiver
-from worker.app import create_app
+from worker.application import create_app
 from worker.sentry import SentryReporter, sentry_options
 from worker.settings import Settings
 

@@ -132,7 +132,7 @@ class Services:
     @cached_property
     def celery(self) -> Celery:
         """A Celery app configured like the workers', used only to publish."""
-        from worker.app import create_app  # noqa: PLC0415 - only publishing commands need it
+        from worker.application import create_app  # noqa: PLC0415 - only publishing commands need it
 
         return create_app(self.settings)
 

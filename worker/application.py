@@ -1,4 +1,4 @@
-"""The Celery application (``worker.app``) and its at-least-once configuration."""
+"""The factory of the Celery application (``worker.app``) and its at-least-once configuration."""
 
 from __future__ import annotations
 
