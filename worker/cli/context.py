@@ -34,7 +34,9 @@ from resilience.errors import ConfigurationError, ValidationError
 from resilience.guard_status import GuardStatus
 from resilience.keys import KeySpace
 from resilience.notify.alert_store import AlertStore
+from resilience.scrub import Scrubber
 from tasks.runtime import TradingRuntime
+from worker.logging import configure_logging
 from worker.settings import Settings, load_settings
 
 __all__ = [
@@ -78,8 +80,11 @@ class Services:
 
     @cached_property
     def settings(self) -> Settings:
-        """The deployment's settings (environment over config file over defaults)."""
-        return self._given_settings or load_settings()
+        """The deployment's settings (environment over config file over defaults); from now
+        on log lines (on stderr) are scrubbed of their secrets and filtered by their level."""
+        settings = self._given_settings or load_settings()
+        configure_logging(Scrubber(settings.secret_values()), settings.log_level)
+        return settings
 
     @cached_property
     def redis(self) -> Redis:

@@ -6,7 +6,9 @@ from typing import Annotated
 
 import typer
 
+from resilience.scrub import Scrubber
 from worker.cli import alerts, breaker, chaos, dlq, health, limits, orders, paper
+from worker.logging import configure_logging
 
 __all__ = ["app", "main"]
 
@@ -18,6 +20,16 @@ app = typer.Typer(
     # Locals may hold URLs with passwords; an unexpected traceback must not print them.
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _log_to_stderr() -> None:
+    # structlog's default writes to stdout, into the one JSON document of a --json command.
+    # Until the settings are loaded (Services does it again with their secrets and level),
+    # lines are scrubbed by pattern only.
+    configure_logging(Scrubber())
+
+
 app.add_typer(orders.app, name="order")
 app.add_typer(paper.app, name="paper")
 app.add_typer(dlq.app, name="dlq")
