@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
+from kombu.utils.url import parse_url as parse_broker_url
 from pydantic import (
     AliasChoices,
     Field,
@@ -25,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -32,6 +35,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     SettingsError,
 )
+from redis.connection import parse_url as parse_redis_url
+from sentry_sdk.utils import BadDsn, Dsn
 
 from resilience.alerts import AlertThresholds
 from resilience.errors import ConfigurationError
@@ -53,6 +58,13 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # (celery #2481, #4400). Countdowns stay below this share of it.
 VISIBILITY_SAFETY = 0.9
 
+NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# What redis-py and kombu accept; anything else fails at the first connection, not at start.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+HTTP_SCHEMES = ("https", "http")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 # A list setting: a list in the config file; in the environment "a,b" (or a JSON list).
 CommaList = Annotated[list[str], NoDecode]
 # A table kept whole: a table in the config file; in the environment a JSON object. Decoded
@@ -69,7 +81,7 @@ class Settings(BaseSettings):
 
     redis_url: str = DEFAULT_REDIS_URL
     broker_url: str | None = None
-    namespace: str = Field(default="alchemiser", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    namespace: str = "alchemiser"
     trading_broker: Literal["paper", "alpaca"] = "paper"
     config: Path | None = None
 
@@ -179,6 +191,62 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment wins over the config file, which comes in as init kwargs.
         return env_settings, init_settings
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_shape(cls, value: str) -> str:
+        if not NAMESPACE_PATTERN.fullmatch(value):
+            raise PydanticCustomError(
+                "namespace",
+                "ALCHEMISER_NAMESPACE is 1 to 64 letters, digits, '_', '.' or '-' (it prefixes "
+                "every Redis key)",
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        _check_url(value, REDIS_SCHEMES, "ALCHEMISER_REDIS_URL", parse_redis_url)
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_url(value, BROKER_SCHEMES, "ALCHEMISER_BROKER_URL", parse_broker_url)
+        return value
+
+    @field_validator("alpaca_base_url", "alpaca_data_url", "sms_base_url", "pagerduty_events_url")
+    @classmethod
+    def _http_url(cls, value: str, info: ValidationInfo) -> str:
+        _check_url(value, HTTP_SCHEMES, _variable(info.field_name), _needs_host)
+        return value
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _sentry_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Dsn(value.get_secret_value())
+            except (BadDsn, ValueError) as bad:
+                raise PydanticCustomError(
+                    "sentry_dsn",
+                    "SENTRY_DSN is not a Sentry DSN like https://KEY@HOST/PROJECT ({reason})",
+                    {"reason": str(bad)},
+                ) from None
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise PydanticCustomError(
+                "log_level",
+                "ALCHEMISER_LOG_LEVEL is one of {levels}",
+                {"levels": _either(LOG_LEVELS)},
+            )
+        return level
 
     @model_validator(mode="after")
     def _countdowns_below_visibility_timeout(self) -> Self:
@@ -318,6 +386,55 @@ class Settings(BaseSettings):
         return values
 
 
+def _variable(field_name: str | None) -> str:
+    """The environment variable of a setting: its alias (``ALPACA_BASE_URL``), else
+    ``ALCHEMISER_<NAME>``."""
+    name = field_name or ""
+    alias = Settings.model_fields[name].validation_alias if name in Settings.model_fields else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"ALCHEMISER_{name.upper()}"
+
+
+def _either(choices: Iterable[str]) -> str:
+    """``a, b or c``."""
+    *rest, last = choices
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
+def _needs_host(url: str) -> None:
+    if not urlsplit(url).hostname:
+        raise ValueError("it names no host")
+
+
+def _check_url(
+    url: str, schemes: tuple[str, ...], variable: str, parse: Callable[[str], object]
+) -> None:
+    """Refuse ``url`` unless its scheme is one of ``schemes`` and ``parse`` (the client's own
+    URL parser) accepts it; the message names ``variable`` and never holds the URL, which
+    may carry a password."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in schemes:
+        found = f"its scheme is {scheme!r}" if sep else "it has no scheme"
+        raise PydanticCustomError(
+            "url_scheme",
+            "{variable} must be a URL starting with {allowed} ({found})",
+            {
+                "variable": variable,
+                "allowed": _either(f"{s}://" for s in schemes),
+                "found": found,
+            },
+        )
+    try:
+        parse(url)
+    except ValueError as bad:
+        raise PydanticCustomError(
+            "url",
+            "{variable} is not a valid URL ({reason})",
+            {"variable": variable, "reason": str(bad)},
+        ) from None
+
+
 def _url_password(url: str) -> str | None:
     try:
         return urlsplit(url).password
@@ -441,6 +558,14 @@ def load_settings() -> Settings:
             file_values = _flatten(tomllib.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise ConfigurationError(f"{CONFIG_ENV} names {path}, which does not exist") from None
+        except OSError as unreadable:  # a directory, no permission
+            raise ConfigurationError(
+                f"{CONFIG_ENV} names {path}, which cannot be read ({unreadable.strerror})"
+            ) from None
+        except UnicodeDecodeError as bad:
+            raise ConfigurationError(
+                f"{CONFIG_ENV} names {path}, which is not UTF-8 text (byte {bad.start})"
+            ) from None
         except tomllib.TOMLDecodeError as bad:
             raise ConfigurationError(f"{path} is not valid TOML: {bad}") from None
         file_values["config"] = path

@@ -1,0 +1,115 @@
+"""Errors of the ``alchemiser`` CLI as users meet them: one line on stderr that names what to
+change, and an exit code that means something (2: bad input or settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from resilience.errors import ConfigurationError
+from tests.worker.cli_process import cli_environment, run_cli
+from worker.settings import load_settings
+
+# (variable, value, what the one line says besides the variable's name)
+INVALID_SETTINGS = [
+    ("ALCHEMISER_REDIS_URL", "notaurl", "redis://, rediss:// or unix:// (it has no scheme)"),
+    ("ALCHEMISER_REDIS_URL", "http://:hunter2@127.0.0.1:6379/0", "(its scheme is 'http')"),
+    ("ALCHEMISER_REDIS_URL", "redis://127.0.0.1:99999/0", "Port out of range"),
+    ("ALCHEMISER_BROKER_URL", "notaurl", "amqp://, amqps:// or pyamqp:// (it has no scheme)"),
+    ("ALCHEMISER_BROKER_URL", "amqp://rabbit:x//", "Port could not be cast to integer"),
+    ("ALCHEMISER_NAMESPACE", "a/b", "1 to 64 letters, digits, '_', '.' or '-'"),
+    ("ALCHEMISER_LOG_LEVEL", "loud", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    ("SENTRY_DSN", "nope", "not a Sentry DSN"),
+    ("ALPACA_BASE_URL", "ftp://paper-api.alpaca.markets", "https:// or http://"),
+    ("ALCHEMISER_PAGERDUTY_EVENTS_URL", "https://", "(it names no host)"),
+    ("ALCHEMISER_HTTP_PORT", "eighty", "valid integer"),
+]
+
+
+def refused_line(env: dict[str, str]) -> str:
+    """Run `dlq list`; assert it exits 2 with nothing on stdout and one line on stderr."""
+    result = run_cli("dlq", "list", env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), INVALID_SETTINGS)
+def test_an_invalid_setting_is_one_line_on_stderr_and_exit_2(
+    variable: str, value: str, says: str
+) -> None:
+    """A bad value (a URL of the wrong scheme included) names its variable; never a traceback,
+    never a password."""
+    line = refused_line(cli_environment(**{variable: value}))
+    assert variable in line or variable.removeprefix("ALCHEMISER_").lower() in line
+    assert says in line
+    assert "hunter2" not in line
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "which cannot be read (Is a directory)"),
+        (b"[redis]\nurl = 'x\xff'\n", "which is not UTF-8 text"),
+        (b"[orders\n", "is not valid TOML"),
+        (b'[redis]\nurl = "localhost:6379"\n', "ALCHEMISER_REDIS_URL must be a URL"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_on_stderr_and_exit_2(
+    tmp_path: Path, content: bytes | None, says: str
+) -> None:
+    """ALCHEMISER_CONFIG naming a directory, a non-UTF-8 file, bad TOML or a bad value."""
+    path = tmp_path
+    if content is not None:
+        path = tmp_path / "alchemiser.toml"
+        path.write_bytes(content)
+    line = refused_line(cli_environment(ALCHEMISER_CONFIG=str(path)))
+    assert says in line
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ALCHEMISER_REDIS_URL", "redis://:pw@127.0.0.1:6379/2"),
+        ("ALCHEMISER_REDIS_URL", "rediss://redis.internal:6380/0"),
+        ("ALCHEMISER_REDIS_URL", "unix:///run/redis/redis.sock?db=1"),
+        ("ALCHEMISER_BROKER_URL", "amqp://guest@rabbit:5672//"),
+        ("ALCHEMISER_BROKER_URL", "amqps://guest@rabbit:5671//"),
+        ("ALCHEMISER_BROKER_URL", "pyamqp://guest@rabbit//"),
+        ("ALCHEMISER_BROKER_URL", "rediss://redis.internal:6380/1"),
+        ("ALPACA_BASE_URL", "http://127.0.0.1:8080"),
+        ("SENTRY_DSN", "https://public@o1.ingest.sentry.io/42"),
+    ],
+)
+def test_urls_of_the_supported_schemes_load(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """Every scheme the clients support is accepted as it is."""
+    monkeypatch.setenv(variable, value)
+    settings = load_settings()
+    loaded = {
+        "ALCHEMISER_REDIS_URL": settings.redis_url,
+        "ALCHEMISER_BROKER_URL": settings.broker_url,
+        "ALPACA_BASE_URL": settings.alpaca_base_url,
+        "SENTRY_DSN": settings.sentry_dsn and settings.sentry_dsn.get_secret_value(),
+    }
+    assert loaded[variable] == value
+
+
+def test_the_log_level_is_upper_cased(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ALCHEMISER_LOG_LEVEL=debug`` is DEBUG (logging's names are upper case)."""
+    monkeypatch.setenv("ALCHEMISER_LOG_LEVEL", "debug")
+    assert load_settings().log_level == "DEBUG"
+
+
+def test_a_config_file_that_is_a_directory_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers and beat load settings too: an unreadable file is a ConfigurationError there."""
+    monkeypatch.setenv("ALCHEMISER_CONFIG", str(tmp_path))
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        load_settings()
