@@ -3,6 +3,7 @@ change, and an exit code that means something (2: bad input or settings)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,30 @@ def test_a_config_file_that_is_a_directory_is_a_configuration_error(
     monkeypatch.setenv("ALCHEMISER_CONFIG", str(tmp_path))
     with pytest.raises(ConfigurationError, match="cannot be read"):
         load_settings()
+
+
+# --- health: exit 3 when the fleet's state cannot be read ---------------------------------------
+
+DOWN_URL = "redis://:hunter2@127.0.0.1:1/0"
+
+
+def test_health_with_redis_unreachable_is_unknown_with_exit_3() -> None:
+    """Nagios' UNKNOWN (3), not WARNING (1): the report says why and masks the password."""
+    result = run_cli("health", env=cli_environment(ALCHEMISER_REDIS_URL=DOWN_URL))
+    assert result.returncode == 3, result.stderr
+    first, reason = result.stdout.splitlines()
+    assert first.startswith("UNKNOWN at ")
+    assert reason.startswith("  - cannot reach Redis at redis://:***@127.0.0.1:1/0 (")
+    assert "ALCHEMISER_REDIS_URL" in reason
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_health_json_with_redis_unreachable_is_status_unknown_with_exit_3() -> None:
+    """`health --json`: one document ``{"status": "unknown", ...}`` on stdout, exit 3."""
+    result = run_cli("health", "--json", env=cli_environment(ALCHEMISER_REDIS_URL=DOWN_URL))
+    assert result.returncode == 3, result.stderr
+    document = json.loads(result.stdout)
+    assert set(document) == {"status", "checked_at", "reasons", "error"}
+    assert (document["status"], document["error"]) == ("unknown", "ConnectionError")
+    [reason] = document["reasons"]
+    assert reason.startswith("cannot reach Redis at redis://:***@127.0.0.1:1/0 (")

@@ -1,31 +1,54 @@
-"""``alchemiser health`` (CONTRACT: exit code 0, 1 or 2) and ``alchemiser serve`` (the HTTP
-face: /health, /metrics, the dashboard)."""
+"""``alchemiser health`` (CONTRACT: exit code 0, 1, 2, or 3 when the fleet's state cannot be
+read) and ``alchemiser serve`` (the HTTP face: /health, /metrics, the dashboard)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, NoReturn
 
 import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resilience.health import HealthReport, HealthStatus
 from worker.cli.context import JsonOption, print_json, print_table, say, services
 
-__all__ = ["health", "serve"]
+__all__ = ["EXIT_UNKNOWN", "health", "serve"]
+
+# Nagios' UNKNOWN: a monitor must not read "Redis is down" as the fleet's WARNING (1).
+EXIT_UNKNOWN = 3
 
 _MARK = {HealthStatus.HEALTHY: "ok", HealthStatus.WARNING: "!!", HealthStatus.CRITICAL: "XX"}
 
 
 def health(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """The fleet's health: healthy (exit 0), warning (1) or critical (2), and why."""
+    """The fleet's health: healthy (exit 0), warning (1) or critical (2), and why; unknown (3)
+    when Redis cannot be read."""
     from worker.observability import build_health_monitor  # noqa: PLC0415 - pulls in the runtime
 
     with services(ctx) as svc:
-        report = build_health_monitor(svc.settings, svc.redis, svc.keys).report()
+        try:
+            report = build_health_monitor(svc.settings, svc.redis, svc.keys).report()
+        except (RedisConnectionError, RedisTimeoutError) as down:
+            _unknown(svc.describe_redis_failure(down), type(down).__name__, as_json=as_json)
     if as_json:
         print_json(report.to_dict())
     else:
         _print(report)
     raise typer.Exit(report.status.exit_code)
+
+
+def _unknown(reason: str, error: str, *, as_json: bool) -> NoReturn:
+    """Report the fleet's state as unknown, like a state that was read (stdout), and exit 3."""
+    checked_at = datetime.now(UTC).isoformat(timespec="seconds")
+    if as_json:
+        print_json(
+            {"status": "unknown", "checked_at": checked_at, "reasons": [reason], "error": error}
+        )
+    else:
+        say(f"UNKNOWN at {checked_at}")
+        say(f"  - {reason}")
+    raise typer.Exit(EXIT_UNKNOWN)
 
 
 def _print(report: HealthReport) -> None:
