@@ -84,13 +84,15 @@ def serve(
         typer.Option(min=0, max=65535, help="Port (default: ALCHEMISER_HTTP_PORT)."),
     ] = None,
 ) -> None:
-    """Serve /health, /metrics and the dashboard (/) until interrupted."""
+    """Serve /health, /metrics and the dashboard (/) until interrupted. Starts without Redis:
+    /health answers 503 "unknown" until Redis can be read."""
     from worker.http import ObservabilityServer  # noqa: PLC0415
     from worker.observability import build_sources  # noqa: PLC0415
 
     with services(ctx) as svc:
+        # No Redis check here: a monitor needs /health to say "unknown" while Redis is down,
+        # and every request reads Redis afresh, so answers recover when it is back.
         settings = svc.settings
-        svc.redis  # noqa: B018 - fail now, with the Redis message, when it is down
         server = ObservabilityServer(
             build_sources(settings),
             host=host if host is not None else settings.http_host,
