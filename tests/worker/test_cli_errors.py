@@ -4,6 +4,7 @@ change, and an exit code that means something (2: bad input or settings)."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,19 @@ def test_health_json_with_redis_unreachable_is_status_unknown_with_exit_3() -> N
     assert (document["status"], document["error"]) == ("unknown", "ConnectionError")
     [reason] = document["reasons"]
     assert reason.startswith("cannot reach Redis at redis://:***@127.0.0.1:1/0 (")
+
+
+def test_serve_on_a_taken_port_is_one_line_and_exit_1() -> None:
+    """`serve --port P` while P is taken: why, and which options choose another; no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), env=cli_environment())
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (  # after the log lines of building the runtime
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use). Choose another "
+        "with --host/--port (ALCHEMISER_HTTP_HOST, ALCHEMISER_HTTP_PORT)."
+    )

@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resilience.health import HealthReport, HealthStatus
-from worker.cli.context import JsonOption, print_json, print_table, say, services
+from worker.cli.context import CliError, JsonOption, print_json, print_table, say, services
 
 __all__ = ["EXIT_UNKNOWN", "health", "serve"]
 
@@ -93,11 +93,18 @@ def serve(
         # No Redis check here: a monitor needs /health to say "unknown" while Redis is down,
         # and every request reads Redis afresh, so answers recover when it is back.
         settings = svc.settings
-        server = ObservabilityServer(
-            build_sources(settings),
-            host=host if host is not None else settings.http_host,
-            port=port if port is not None else settings.http_port,
+        sources = build_sources(settings)
+        address = (
+            host if host is not None else settings.http_host,
+            port if port is not None else settings.http_port,
         )
+        try:
+            server = ObservabilityServer(sources, host=address[0], port=address[1])
+        except OSError as cannot:  # the port is taken, the host is not this machine's
+            raise CliError(
+                f"cannot listen on {address[0]}:{address[1]} ({cannot.strerror or cannot}). "
+                "Choose another with --host/--port (ALCHEMISER_HTTP_HOST, ALCHEMISER_HTTP_PORT)."
+            ) from None
         say(f"serving {server.url}/ (dashboard), /health, /metrics")
         try:
             server.serve_forever()
