@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 
+from resilience.chaos import ChaosStore, Phase
+from resilience.clock import SystemClock
 from resilience.errors import ConfigurationError
+from resilience.keys import KeySpace
+from tasks.brokers.paper import PaperBroker
+from tasks.payloads import OrderRequest, parse_payload
 from tests.worker.cli_process import cli_environment, run_cli
+from worker.cli.chaos import CHAOS_TARGETS
 from worker.settings import load_settings
 
 # (variable, value, what the one line says besides the variable's name)
@@ -158,3 +166,63 @@ def test_serve_on_a_taken_port_is_one_line_and_exit_1() -> None:
         f"error: cannot listen on 127.0.0.1:{port} (Address already in use). Choose another "
         "with --host/--port (ALCHEMISER_HTTP_HOST, ALCHEMISER_HTTP_PORT)."
     )
+
+
+# --- chaos: a target no adapter consults is refused ---------------------------------------------
+
+
+def test_chaos_inject_of_an_unknown_target_is_refused_with_the_known_ones(
+    redis_url: str, keys: KeySpace
+) -> None:
+    """`chaos inject broker.nope`: exit 2, one line listing every known target, nothing stored."""
+    env = cli_environment(ALCHEMISER_REDIS_URL=redis_url, ALCHEMISER_NAMESPACE=keys.namespace)
+    result = run_cli("chaos", "inject", "broker.nope", "--error", "TimeoutError", env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: unknown chaos target 'broker.nope'; known: broker.cancel_order, "
+        "broker.get_account, broker.get_order, broker.get_quote, broker.list_positions, "
+        "broker.submit_order"
+    ]
+    assert json.loads(run_cli("chaos", "list", "--json", env=env).stdout) == []
+
+
+class RecordingChaos(ChaosStore):
+    """Records the targets an adapter consults instead of applying rules."""
+
+    def __init__(self) -> None:  # no Redis: nothing is read
+        self.struck: set[str] = set()
+
+    def strike(self, target: str, phase: Phase) -> None:
+        self.struck.add(target)
+
+
+def test_the_known_targets_are_those_the_paper_broker_consults(
+    client: redis.Redis, keys: KeySpace
+) -> None:
+    """Every BrokerAdapter operation of the paper broker, run once, consults exactly the
+    targets `chaos inject` accepts (so the list cannot drift from the adapter)."""
+    chaos = RecordingChaos()
+    broker = PaperBroker(client, keys, clock=SystemClock(), chaos=chaos)
+    resting = broker.submit_order(
+        parse_payload(
+            OrderRequest,
+            {
+                "symbol": "AAPL",
+                "side": "buy",
+                "qty": 1,
+                "type": "limit",
+                "limit_price": 1.0,  # far below any paper price: the order rests
+                "client_order_id": "alc-targets-1",
+                "valid_until": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+            },
+        )
+    )
+    broker.get_order(resting.id)
+    broker.get_order_by_client_id("alc-targets-1")
+    broker.get_quote("AAPL")
+    broker.list_positions()
+    broker.get_account()
+    broker.list_orders()
+    broker.cancel_order(resting.id)
+    assert sorted(chaos.struck) == list(CHAOS_TARGETS)

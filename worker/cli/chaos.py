@@ -21,7 +21,18 @@ from worker.cli.context import (
     services,
 )
 
-__all__ = ["app"]
+__all__ = ["CHAOS_TARGETS", "app"]
+
+# The operations the paper broker consults fault rules for (tasks/brokers/paper.py; a test
+# pins the two together). A rule for any other target would never fire.
+CHAOS_TARGETS = (
+    "broker.cancel_order",
+    "broker.get_account",
+    "broker.get_order",
+    "broker.get_quote",
+    "broker.list_positions",
+    "broker.submit_order",
+)
 
 app = typer.Typer(help="Inject faults into adapter operations.", no_args_is_help=True)
 
@@ -30,7 +41,9 @@ app = typer.Typer(help="Inject faults into adapter operations.", no_args_is_help
 def inject(
     ctx: typer.Context,
     *,
-    target: Annotated[str, typer.Argument(help="Adapter operation, e.g. broker.submit_order.")],
+    target: Annotated[
+        str, typer.Argument(help="Adapter operation: " + ", ".join(CHAOS_TARGETS) + ".")
+    ],
     error: Annotated[
         str,
         typer.Option(
@@ -63,6 +76,11 @@ def inject(
 ) -> None:
     """Add (or replace) the fault rule of TARGET for its phase."""
     with services(ctx) as svc:
+        if target not in CHAOS_TARGETS:
+            raise CliError(
+                f"unknown chaos target {target!r}; known: {', '.join(CHAOS_TARGETS)}",
+                exit_code=EXIT_USAGE,
+            )
         duration = seconds_option("--duration", duration_s)
         expires_at_ms = None if duration is None else int((time.time() + duration) * 1000)
         try:
