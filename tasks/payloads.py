@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self, TypeVar
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from resilience.classify import pydantic_problems
 from resilience.errors import ValidationError
 
 __all__ = [
     "CLIENT_ORDER_ID_PATTERN",
+    "SYMBOL_MAX_LENGTH",
     "SYMBOL_PATTERN",
     "CancelRequest",
     "OrderRequest",
@@ -22,15 +25,37 @@ __all__ = [
     "parse_payload",
 ]
 
-# Equities (AAPL, BRK.B) and crypto pairs (BTC/USD).
+# Equities (AAPL, BRK.B) and crypto pairs (BTC/USD), after upper-casing.
 SYMBOL_PATTERN = r"^[A-Z]{1,6}([./][A-Z]{1,5})?$"
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+SYMBOL_MAX_LENGTH = 12
 CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 MAX_QTY = 1e9
 MAX_PRICE = 1e7
 
 M = TypeVar("M", bound=BaseModel)
 
-Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN, max_length=12)]
+
+def _upper(symbol: str) -> str:
+    # ASCII only: str.upper() turns some other letters into ASCII ones (the dotless i into I,
+    # the ff ligature into FF), symbols no one typed.
+    return symbol.upper() if symbol.isascii() else symbol
+
+
+def _ticker(symbol: str) -> str:
+    """``symbol`` in upper case (``aapl`` is AAPL), or a sentence saying what a symbol is."""
+    ticker = _upper(symbol)
+    if not _SYMBOL.fullmatch(ticker):
+        raise PydanticCustomError(
+            "symbol",
+            "a symbol is 1 to 6 letters, then optionally '.' or '/' and 1 to 5 letters, "
+            "such as AAPL, BRK.B or BTC/USD",
+        )
+    return ticker
+
+
+# The length is checked first, so a huge input costs nothing more and is never echoed.
+Symbol = Annotated[str, Field(max_length=SYMBOL_MAX_LENGTH), AfterValidator(_ticker)]
 
 
 class _Payload(BaseModel):
@@ -103,6 +128,19 @@ class RebalanceRequest(_Payload):
     # spreads and rounding (a rebalancing band).
     min_drift: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.001
     valid_until: datetime | None = None
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _each_symbol_once(cls, value: Any) -> Any:
+        """``{"aapl": 0.5, "AAPL": 0.5}`` would become one target of 0.5: refused instead."""
+        if isinstance(value, dict):
+            seen: set[str] = set()
+            for key in value:
+                if isinstance(key, str) and len(name := _upper(key.strip())) <= SYMBOL_MAX_LENGTH:
+                    if name in seen:
+                        raise ValueError(f"{name} is named more than once (in any case)")
+                    seen.add(name)
+        return value
 
     @field_validator("targets", mode="after")
     @classmethod

@@ -18,6 +18,7 @@ from resilience.keys import KeySpace
 from tasks.brokers.paper import PaperBroker
 from tasks.payloads import OrderRequest, parse_payload
 from tests.worker.cli_process import cli_environment, run_cli
+from tests.worker.test_cli import queued
 from worker.cli.chaos import CHAOS_TARGETS
 from worker.settings import load_settings
 
@@ -226,3 +227,31 @@ def test_the_known_targets_are_those_the_paper_broker_consults(
     broker.list_orders()
     broker.cancel_order(resting.id)
     assert sorted(chaos.struck) == list(CHAOS_TARGETS)
+
+
+# --- symbols: upper-cased, or refused with a sentence -------------------------------------------
+
+
+def test_order_submit_of_a_lower_case_symbol_publishes_it_upper_cased(
+    redis_url: str, client: redis.Redis, keys: KeySpace
+) -> None:
+    """`order submit aapl` queues tasks.submit_order for AAPL."""
+    env = cli_environment(ALCHEMISER_REDIS_URL=redis_url, ALCHEMISER_NAMESPACE=keys.namespace)
+    result = run_cli("order", "submit", "aapl", "--side", "buy", "--qty", "2", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    [message] = queued(client, keys.namespace, "trading")
+    assert (message["kwargs"]["symbol"], message["kwargs"]["qty"]) == ("AAPL", 2.0)
+
+
+def test_order_submit_of_what_is_not_a_symbol_is_one_sentence_and_exit_2(
+    redis_url: str, client: redis.Redis, keys: KeySpace
+) -> None:
+    """`order submit 'AA PL'`: what a symbol is, in words; nothing is queued."""
+    env = cli_environment(ALCHEMISER_REDIS_URL=redis_url, ALCHEMISER_NAMESPACE=keys.namespace)
+    result = run_cli("order", "submit", "AA PL", "--side", "buy", "--qty", "2", env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: invalid OrderRequest payload: symbol: a symbol is 1 to 6 letters, then "
+        "optionally '.' or '/' and 1 to 5 letters, such as AAPL, BRK.B or BTC/USD"
+    ]
+    assert queued(client, keys.namespace, "trading") == []
