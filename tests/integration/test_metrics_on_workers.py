@@ -147,8 +147,8 @@ def test_metrics_are_identical_whichever_process_serves_them(
         'alchemiser_limiter_admitted_total{resource="broker.orders"}': 11,
         # The critical alert: email, slack and sms are not configured; console took it.
         'alertmanager_notifications_total{integration="console"}': 1,
-        'alertmanager_notifications_failed_total{integration="email",reason="client_error"}': 1,
-        'alertmanager_notifications_failed_total{integration="sms",reason="client_error"}': 1,
+        'alertmanager_notifications_failed_total{integration="email",reason="not_configured"}': 1,
+        'alertmanager_notifications_failed_total{integration="sms",reason="not_configured"}': 1,
         'alertmanager_notification_latency_seconds_count{integration="console"}': 1,
     }
     assert {name: found.get(name) for name in expected} == expected
