@@ -74,7 +74,8 @@ class FleetCollector(Collector):
             return
         errors = CounterMetricFamily(
             "alchemiser_errors",
-            "Handled errors (every failed attempt) by error type, component and severity.",
+            "Handled errors (every failed attempt, every dead letter) by error type, component"
+            " and severity.",
             labels=["error_type", "component", "severity"],
         )
         for labels, count in sorted(metrics.error_counts_by_severity().items()):

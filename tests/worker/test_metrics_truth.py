@@ -5,13 +5,21 @@ then read back by parsing the exposition ``/metrics`` serves."""
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from celery import Celery
+from celery.exceptions import Ignore
 from prometheus_client.parser import text_string_to_metric_families
 
 from resilience.context import ErrorNotificationData
+from resilience.errors import InsufficientFundsError
+from resilience.guard_status import GuardStatus
 from resilience.keys import KeySpace
+from resilience.task import HEADER, RUNTIME_SETTING, DeliveryState, ResilientTask
 from tasks.runtime import TradingRuntime
 from worker.exporter import render_metrics
 from worker.runtime import build_runtime
@@ -44,6 +52,115 @@ def metrics(runtime: TradingRuntime) -> Samples:
             labels = tuple(sorted(sample.labels.items()))
             found.setdefault(sample.name, {})[labels] = sample.value
     return found
+
+
+# --- every dead letter is an error counted once ---------------------------------------------------
+
+
+class OrderLike(ResilientTask):
+    """A task with a deadline (its ``valid_until_s`` kwarg) that asks ``broker.orders`` to
+    admit every run, as an order does."""
+
+    resources = ("broker.orders",)
+
+    def deadline_s(self, kwargs: dict[str, Any]) -> float | None:
+        value = kwargs.get("valid_until_s")
+        return float(value) if value is not None else None
+
+
+def order_task(runtime: TradingRuntime, monkeypatch: pytest.MonkeyPatch) -> ResilientTask:
+    """``unit.order`` on an app whose tasks use ``runtime``; its body raises
+    InsufficientFundsError when asked for more than it can fund (``qty`` over 100)."""
+    app = Celery("unit", broker="memory://", set_as_current=False)
+    app.conf[RUNTIME_SETTING] = lambda: runtime.resilience
+    monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: None)  # escalations
+
+    def body(self: ResilientTask, /, **kwargs: Any) -> str:
+        if kwargs.get("qty", 1) > 100:
+            raise InsufficientFundsError("buying power 1000.00 < 100000.00")
+        return "booked"
+
+    task: ResilientTask = app.task(bind=True, base=OrderLike, name="unit.order", shared=False)(body)
+    return task
+
+
+def deliver(
+    task: ResilientTask, task_id: str, *, redelivered: bool = False, **kwargs: Any
+) -> object:
+    """Run ``task`` as a worker delivers its message (first delivery, or a redelivery)."""
+    task.push_request(
+        id=task_id,
+        headers={HEADER: DeliveryState().to_header()},
+        delivery_info={"routing_key": "trading", "redelivered": redelivered},
+        called_directly=False,
+        hostname="worker-1@test",
+    )
+    try:
+        return task(**kwargs)
+    finally:
+        task.pop_request()
+
+
+def error_counts(found: Samples) -> dict[str, float]:
+    """``alchemiser_errors_total`` summed per error type."""
+    counts: dict[str, float] = {}
+    for labels, value in found.get("alchemiser_errors_total", {}).items():
+        error_type = dict(labels)["error_type"]
+        counts[error_type] = counts.get(error_type, 0.0) + value
+    return counts
+
+
+def test_every_dead_letter_is_counted_once_in_errors_total(
+    runtime: TradingRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three stale orders, a poison message (its fourth redelivery) and a run its breaker
+    refuses past its deadline are dead-lettered before the body runs; two unfunded orders
+    fail in the body. Seven dead letters, seven errors: one per dead letter, by type."""
+    task = order_task(runtime, monkeypatch)
+    now = time.time()
+    for _ in range(3):
+        with pytest.raises(Ignore):
+            deliver(task, uuid.uuid4().hex, valid_until_s=now - 5)
+    for _ in range(2):
+        with pytest.raises(InsufficientFundsError):
+            deliver(task, uuid.uuid4().hex, qty=100_000)
+    poison = uuid.uuid4().hex
+    for _ in range(3):  # the worker died after each of these runs; the message came back
+        assert deliver(task, poison, redelivered=True) == "booked"
+    with pytest.raises(Ignore):
+        deliver(task, poison, redelivered=True)
+    resilience = runtime.resilience
+    assert resilience.guard is not None
+    GuardStatus(resilience.redis, resilience.keys, resilience.guard.resources).force_open(
+        "broker.orders"
+    )
+    with pytest.raises(Ignore):
+        deliver(task, uuid.uuid4().hex, valid_until_s=time.time() + 1)
+
+    found = metrics(runtime)
+    dead = found["alchemiser_task_dead_lettered_total"]
+    assert dead == {(("name", "unit.order"),): 7.0}
+    assert error_counts(found) == {
+        "StaleOrderError": 3.0,
+        "InsufficientFundsError": 2.0,
+        "PoisonMessageError": 1.0,
+        "CircuitBreakerOpenError": 1.0,
+    }
+    assert len(resilience.dead_letters.entries()) == 7
+
+
+def test_a_retried_failure_that_ends_in_a_dead_letter_counts_each_attempt_once(
+    runtime: TradingRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body failure is counted by the error handler when it happens; its dead letter adds no
+    second count (the dead letter's error is the attempt's)."""
+    task = order_task(runtime, monkeypatch)
+    with pytest.raises(InsufficientFundsError):
+        deliver(task, uuid.uuid4().hex, qty=100_000)
+    found = metrics(runtime)
+    labels = (("component", "trading"), ("error_type", "InsufficientFundsError"))
+    assert found["alchemiser_errors_total"] == {(*labels, ("severity", "high")): 1.0}
+    assert found["alchemiser_task_dead_lettered_total"] == {(("name", "unit.order"),): 1.0}
 
 
 # --- an unconfigured channel fails as not_configured ----------------------------------------------
