@@ -199,3 +199,53 @@ def test_an_unconfigured_channel_is_counted_as_not_configured(runtime: TradingRu
     assert found["alertmanager_notifications_total"] == {
         (("integration", channel),): 1.0 for channel in ("console", "email", "slack", "sms")
     }
+
+
+# --- names follow Prometheus' conventions ---------------------------------------------------------
+
+
+def test_the_breaker_failure_ratio_is_named_a_ratio(runtime: TradingRuntime) -> None:
+    """The breaker's share of failed calls (0 to 1) is ``alchemiser_breaker_failure_ratio``,
+    one series per breaker; no metric is named a rate."""
+    found = metrics(runtime)
+    resilience = runtime.resilience
+    assert resilience.guard is not None
+    breakers = GuardStatus(resilience.redis, resilience.keys, resilience.guard.resources)
+    assert found["alchemiser_breaker_failure_ratio"] == {
+        (("resource", breaker.name),): 0.0 for breaker in breakers.breakers()
+    }
+    assert not [name for name in found if name.endswith(("_rate", "_percent", "_pct"))]
+
+
+def test_every_family_is_named_by_its_type(runtime: TradingRuntime) -> None:
+    """Counters' samples end in ``_total``, the histogram's unit is ``_seconds``, gauges carry
+    no ``_total``; the families are the documented ones."""
+    families = {
+        family.name: family.type
+        for family in text_string_to_metric_families(render_metrics(runtime).decode())
+    }
+    assert families == {
+        "alchemiser_task_retried": "counter",
+        "alchemiser_task_deferred": "counter",
+        "alchemiser_task_recovered": "counter",
+        "alchemiser_task_dead_lettered": "counter",
+        "alchemiser_task_duplicate_avoided": "counter",
+        "alchemiser_errors": "counter",
+        "alchemiser_task_recovered_after_retries": "counter",
+        "alchemiser_task_replayed": "counter",
+        "alchemiser_dlq_depth": "gauge",
+        "alchemiser_dlq_evicted": "counter",
+        "alchemiser_breaker_state": "gauge",
+        "alchemiser_breaker_failure_ratio": "gauge",
+        "alchemiser_breaker_calls": "gauge",
+        "alchemiser_limiter_admitted": "counter",
+        "alchemiser_limiter_refused": "counter",
+        "alchemiser_limiter_without_redis": "counter",
+        "alertmanager_notifications": "counter",
+        "alertmanager_notifications_failed": "counter",
+        "alertmanager_notifications_suppressed": "counter",
+        "alertmanager_notification_latency_seconds": "histogram",
+    }
+    exposition = render_metrics(runtime).decode()
+    for name, kind in families.items():
+        assert f"# TYPE {name}{'_total' if kind == 'counter' else ''} {kind}" in exposition
