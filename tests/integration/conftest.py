@@ -18,6 +18,7 @@ import pytest
 
 from resilience.connection import connect
 from tests.integration.harness import Deployment
+from tests.namespaces import fresh_namespace
 from worker.application import create_app
 from worker.runtime import build_runtime
 from worker.settings import Settings
@@ -43,7 +44,7 @@ def deployment_factory(redis_url: str, tmp_path: Path) -> Iterator[Callable[...,
     created: list[Deployment] = []
 
     def make(**overrides: str) -> Deployment:
-        namespace = f"it-{uuid.uuid4().hex[:10]}"
+        namespace = fresh_namespace("it")
         env = {
             "ALCHEMISER_REDIS_URL": redis_url,
             "ALCHEMISER_NAMESPACE": namespace,

@@ -6,7 +6,6 @@ import base64
 import json
 import re
 import time
-import uuid
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +21,7 @@ from resilience.task import HEADER
 from tasks.brokers.paper import PaperBroker
 from tasks.payloads import OrderRequest
 from tests.builders import dead_order
+from tests.namespaces import fresh_namespace
 from worker.cli.main import app
 
 DOWN_URL = "redis://127.0.0.1:1/0"
@@ -505,7 +505,7 @@ def test_redis_unreachable_exits_1_with_a_clear_message(
     monkeypatch: pytest.MonkeyPatch, args: list[str]
 ) -> None:
     """Redis down: exit 1, the URL and ALCHEMISER_REDIS_URL on stderr, no traceback."""
-    monkeypatch.setenv("ALCHEMISER_NAMESPACE", f"test-cli-{uuid.uuid4().hex}")
+    monkeypatch.setenv("ALCHEMISER_NAMESPACE", fresh_namespace("test-cli"))
     monkeypatch.setenv("ALCHEMISER_REDIS_URL", DOWN_URL)
     monkeypatch.delenv("ALCHEMISER_BROKER_URL", raising=False)
     result = run(*args)
