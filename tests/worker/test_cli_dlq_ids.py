@@ -12,10 +12,21 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import redis
 
 from resilience.deadletter import DeadLetterStore
-from tests.worker.test_cli import all_queued, as_json, ns, order_letter, queued, run, store
+from resilience.errors import error_classes
+from tests.worker.test_cli import (
+    DOWN_URL,
+    all_queued,
+    as_json,
+    ns,
+    order_letter,
+    queued,
+    run,
+    store,
+)
 
 __all__ = ["ns", "store"]  # the fixtures, shared with test_cli
 
@@ -214,6 +225,66 @@ def test_discard_takes_a_unique_start_and_exits_1_for_unknown_and_ambiguous_ids(
     assert [e.id for e in store.entries()] == [FIRST]
 
 
+# --- filters ---------------------------------------------------------------------------
+
+TASK_NAMES = (
+    "tasks.cancel_order, tasks.escalate, tasks.fetch_quote, tasks.rebalance, "
+    "tasks.submit_order, tasks.sync_positions"
+)
+
+
+def test_list_refuses_an_unknown_error_class_naming_the_known_ones(
+    ns: str, store: DeadLetterStore
+) -> None:
+    """`dlq list --error NoSuchError`: exit 2 and every class of the hierarchy, subclasses too;
+    a subclass name is a valid filter."""
+    store.add(order_letter())
+    result = run("dlq", "list", "--error", "NoSuchError", "--json")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    known = sorted(cls.__name__ for cls in error_classes())
+    assert f"--error 'NoSuchError' is not an error class; known: {', '.join(known)}" in (
+        result.stderr
+    )
+    for name in ("InsufficientFundsError", "DuplicateOrderError", "PoisonMessageError"):
+        assert name in known
+    assert as_json(run("dlq", "list", "--error", "OrderExecutionError", "--json")) == []
+
+
+def test_list_refuses_an_unknown_task_name_naming_the_known_ones(
+    ns: str, store: DeadLetterStore
+) -> None:
+    """`dlq list --task tasks.nope`: exit 2 and the six task names of the contract."""
+    result = run("dlq", "list", "--task", "tasks.nope")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert f"--task 'tasks.nope' is not a task name; known: {TASK_NAMES}" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["replay", "discard"])
+def test_replay_and_discard_refuse_an_unknown_error_class_and_touch_nothing(
+    client: redis.Redis, ns: str, store: DeadLetterStore, command: str
+) -> None:
+    """`--all --error NoSuchError` is a usage error (exit 2), not an empty selection: nothing
+    is published, claimed or discarded."""
+    add_three(store)
+    result = run("dlq", command, "--all", "--error", "NoSuchError", "--json")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "is not an error class" in result.stderr
+    assert all_queued(client, ns) == 0
+    assert [e.status for e in store.entries()] == ["dead"] * 3
+
+
+def test_an_unknown_filter_is_refused_before_redis_is_asked(
+    ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Redis down, a bad --error still exits 2 (the usage error), not 1."""
+    monkeypatch.setenv("ALCHEMISER_REDIS_URL", DOWN_URL)
+    assert run("dlq", "list", "--error", "NoSuchError").exit_code == 2
+    assert run("dlq", "replay", "--all", "--error", "NoSuchError").exit_code == 2
+
+
 # --- as users run it ---------------------------------------------------------------------
 
 
@@ -238,3 +309,13 @@ def test_subprocess_show_replay_and_discard_by_short_ids(
     discarded = cli("dlq", "discard", "nope")
     assert discarded.returncode == 1
     assert discarded.stderr == "skipped nope: no such dead letter\n"
+
+
+def test_subprocess_list_refuses_an_unknown_error_class(ns: str) -> None:
+    """`python -m worker.cli.main dlq list --error NoSuchError` exits 2 naming known classes."""
+    result = cli("dlq", "list", "--error", "NoSuchError")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "known: AdmissionRefusedError, AlchemiserError, CircuitBreakerOpenError" in (
+        result.stderr
+    )

@@ -3,8 +3,8 @@
 An ID is a dead letter's id or any start of it that no other id shares (as git names commits).
 Exit codes: 0 when every ID was shown, replayed (or would be, with ``--dry-run``) or discarded;
 1 when some were skipped (each with its reason: on stderr, or in the ``--json`` document) and
-when Redis or the broker cannot be reached; 2 for usage errors (no ID nor ``--all``, an empty
-ID, a bad ``--ttl``).
+when Redis or the broker cannot be reached; 2 for usage errors (no ID nor ``--all``, an unknown
+``--error`` class or ``--task`` name, a bad ``--ttl``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from resilience.deadletter import DeadLetterStore, IdMatches, TransitionConflict
+from resilience.errors import error_classes
 from resilience.replay import Replayer, ReplayResult
 from tasks.replay import prepare_replay, replay_publisher
+from tasks.routing import ROUTES
 from worker.cli.context import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -68,6 +70,7 @@ def list_(
 ) -> None:
     """Dead letters, newest first."""
     with services(ctx) as svc:
+        _check_filters(error, task)
         entries = svc.dead_letters.entries(error_type=error, task=task, status=status)
     if as_json:
         print_json([entry.summary() for entry in entries])
@@ -138,6 +141,22 @@ class _Skip:
     reason: str
 
 
+def _check_filters(error: str | None, task: str | None = None) -> None:
+    """Usage errors for an ``--error`` that is no class of the hierarchy, or a ``--task`` that
+    is no task name: such a filter would select nothing and hide the typo."""
+    known_errors = sorted(cls.__name__ for cls in error_classes())
+    if error is not None and error not in known_errors:
+        raise CliError(
+            f"--error {error!r} is not an error class; known: {', '.join(known_errors)}",
+            exit_code=EXIT_USAGE,
+        )
+    if task is not None and task not in ROUTES:
+        raise CliError(
+            f"--task {task!r} is not a task name; known: {', '.join(sorted(ROUTES))}",
+            exit_code=EXIT_USAGE,
+        )
+
+
 def _resolve(store: DeadLetterStore, given: str) -> str | _Skip:
     """The id ``given`` names (whole, or a unique start of it), or why it names none."""
     if not given:
@@ -157,8 +176,9 @@ def _unresolved(match: IdMatches) -> str:
     )
 
 
-def _check_selection(ids: list[str] | None, all_: bool, verb: str) -> None:
-    """Usage errors of a selection: ids and --all both or neither."""
+def _check_selection(ids: list[str] | None, all_: bool, error: str | None, verb: str) -> None:
+    """Usage errors of a selection: ids and --all both or neither, an unknown --error."""
+    _check_filters(error)
     if ids and all_:
         raise CliError(f"give dead-letter ids or --all, not both, to {verb}", exit_code=EXIT_USAGE)
     if not ids and not all_:
@@ -222,7 +242,7 @@ def replay(
     """Re-publish dead letters (same client_order_id, each at most once)."""
     with services(ctx) as svc:
         renew_ttl_s = seconds_option("--ttl", ttl_s)
-        _check_selection(ids, all_, "replay")
+        _check_selection(ids, all_, error, "replay")
         store = svc.dead_letters
         targets = _selected(store, ids, error)
         if not dry_run and any(isinstance(t, str) for t in targets):
@@ -294,7 +314,7 @@ def discard(
 ) -> None:
     """Remove dead letters (each stays in the audit trail)."""
     with services(ctx) as svc:
-        _check_selection(ids, all_, "discard")
+        _check_selection(ids, all_, error, "discard")
         store = svc.dead_letters
         who = actor()
         discarded: list[str] = []
