@@ -77,7 +77,7 @@ def list_(
         return
     print_table(
         "Dead letters",
-        ["id", "task", "error", "attempts", "dead at", "status", "client_order_id", "message"],
+        ["id", "task", "error_type", "attempts", "dead_at", "status", "client_order_id", "message"],
         (
             [
                 e.id,
@@ -92,6 +92,7 @@ def list_(
             for e in entries
         ),
         empty="no dead letters",
+        whole=["id"],
     )
 
 
@@ -274,6 +275,7 @@ def replay(
             ["id", "outcome", "task_id"],
             ([r.id, r.outcome, r.task_id or ""] for r in done),
             empty="nothing would be replayed" if dry_run else "nothing replayed",
+            whole=["id"],
         )
         _report_skipped((r.id, r.reason) for r in skipped)
     if skipped:
@@ -332,7 +334,8 @@ def discard(
     if as_json:
         print_json({"discarded": discarded, "skipped": [asdict(skip) for skip in skipped]})
     else:
-        print_table("Discarded", ["id"], ([i] for i in discarded), empty="nothing discarded")
+        rows = ([i] for i in discarded)
+        print_table("Discarded", ["id"], rows, empty="nothing discarded", whole=["id"])
         _report_skipped((skip.id, skip.reason) for skip in skipped)
     if skipped:
         raise typer.Exit(EXIT_FAILURE)
