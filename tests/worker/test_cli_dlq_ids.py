@@ -57,6 +57,14 @@ def add_three(store: DeadLetterStore) -> None:
         store.add(order_letter(entry_id))
 
 
+def test_help_states_the_prefix_rule_and_the_exit_codes() -> None:
+    """`dlq --help` says IDs may be shortened and what exit 1 and 2 mean."""
+    text = " ".join(run("dlq", "--help").stdout.split())
+    assert "An ID may be shortened to any start of it that no other id shares" in text
+    assert "1 some ID skipped" in text
+    assert "2 usage error" in text
+
+
 # --- show --------------------------------------------------------------------------------
 
 

@@ -40,7 +40,14 @@ from worker.cli.context import (
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Dead letters: tasks that failed for good.", no_args_is_help=True)
+app = typer.Typer(
+    help="Dead letters: tasks that failed for good.",
+    epilog=(
+        "An ID may be shortened to any start of it that no other id shares. Exit codes: 0 done,"
+        " 1 some ID skipped (or Redis/broker unreachable), 2 usage error."
+    ),
+    no_args_is_help=True,
+)
 
 ErrorFilter = Annotated[
     str | None, typer.Option("--error", help="Only entries with this error type (class name).")
