@@ -1,5 +1,5 @@
-"""The ``alchemiser`` command line (see CONTRACT, section CLI)."""
+"""The ``alchemiser`` command line (see CONTRACT, section CLI): ``worker.cli.main``.
 
-from worker.cli.main import app, main
-
-__all__ = ["app", "main"]
+Nothing is imported here: ``python -m worker.cli.main`` would otherwise find the module
+already imported by its package and warn (runpy's RuntimeWarning) on every run.
+"""
