@@ -3,7 +3,8 @@
 Redis-backed and bounded (max entries and retention, enforced atomically on every add; what is
 evicted is counted and kept in the audit stream). An entry's body is immutable JSON; its
 status lives beside it and changes only by compare-and-set, so two operators replaying at once
-cannot publish the same dead letter twice.
+cannot publish the same dead letter twice. An entry is named by its id or any start of it
+that no other id shares (as git names commits), looked up in an index of ids, not a scan.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "AuditRecord",
     "DeadLetter",
     "DeadLetterStore",
+    "IdMatches",
     "Status",
     "TransitionConflict",
     "bound_value",
@@ -125,6 +127,21 @@ class AuditRecord:
     detail: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class IdMatches:
+    """The entries an id, or the start of one, names: ``ids`` are the first few in byte order,
+    ``count`` how many there are in all."""
+
+    given: str
+    ids: tuple[str, ...]
+    count: int
+
+    @property
+    def unique(self) -> str | None:
+        """The id of the one entry named; ``None`` when none or several are."""
+        return self.ids[0] if self.count == 1 else None
+
+
 class TransitionConflict(Exception):  # noqa: N818 - a refusal, not an error of the hierarchy
     """A status change was refused because the entry is missing or in another status."""
 
@@ -155,6 +172,7 @@ class DeadLetterStore:
         self.retention_s = retention_s
         self._add = register(client, "resilience", "dlq_add")
         self._transition = register(client, "resilience", "dlq_transition")
+        self._resolve = register(client, "resilience", "dlq_resolve")
 
     def add(self, entry: DeadLetter, *, actor: str = "worker") -> list[str]:
         """Store ``entry`` (same id overwrites); returns ids evicted to stay within bounds."""
@@ -167,6 +185,7 @@ class DeadLetterStore:
                 keys.dlq_audit,
                 keys.dlq_evicted,
                 keys.dlq_claims,
+                keys.dlq_ids,
             ],
             args=[
                 entry.id,
@@ -189,6 +208,18 @@ class DeadLetterStore:
         if raw is None:
             return None
         return DeadLetter.from_json(raw, status or "dead")
+
+    def resolve(self, given: str, *, most: int = 10) -> IdMatches:
+        """The entries ``given`` names, as git resolves a short commit id: an id stored whole
+        names its entry (even when it also starts longer ids); otherwise every id starting
+        with ``given``, at most ``most`` of them listed. One round trip, O(log N + most)."""
+        if most < 1:
+            raise ValueError("most must be >= 1")
+        keys = self._keys
+        reply = self._resolve(
+            keys=[keys.dlq_status, keys.dlq_index, keys.dlq_ids], args=[given, most]
+        )
+        return IdMatches(given, tuple(str(i) for i in reply[1:]), int(reply[0]))
 
     def entries(
         self,
@@ -266,6 +297,7 @@ class DeadLetterStore:
                 keys.dlq_index,
                 keys.dlq_audit,
                 keys.dlq_claims,
+                keys.dlq_ids,
             ],
             args=[
                 entry_id,

@@ -143,9 +143,15 @@ class HealthReport:
             "dlq": self.dlq,
             "recovery": self.recovery,
             "error_counts": self.error_counts,
-            "active_alerts": [asdict(a) for a in self.active_alerts],
+            "active_alerts": [_alert_row(a) for a in self.active_alerts],
             "recommendations": list(self.recommendations),
         }
+
+
+def _alert_row(alert: AlertState) -> dict[str, Any]:
+    """An open alert in the report, its id under ``id`` as in ``alerts list --json``."""
+    row = asdict(alert)
+    return {"id": row.pop("alert_id"), **row}
 
 
 class HealthMonitor:

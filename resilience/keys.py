@@ -45,6 +45,11 @@ class KeySpace:
         return self._key("dlq", "index")
 
     @property
+    def dlq_ids(self) -> str:
+        """Every entry's id at score 0: the lexicographic index that id prefixes resolve in."""
+        return self._key("dlq", "ids")
+
+    @property
     def dlq_audit(self) -> str:
         return self._key("dlq", "audit")
 

@@ -1,10 +1,11 @@
 """Fleet-wide error metrics in Redis: counts, sliding-window rates, critical errors, recoveries.
 
-Every handled error (every failed attempt) is counted per ``ErrorType:component`` and severity,
-in a total and in the time bucket it fell in. Buckets expire once they are older than the
-horizon, so memory stays bounded by (horizon / bucket) hashes of a few fields each, whatever
-the error rate. Nothing is kept in the process: a prefork pool's children and every worker add
-to the same keys, and any process reads the whole fleet.
+Every handled error (every failed attempt, and every dead letter written before its body ran: a
+stale order, a poison message, a run refused past its deadline) is counted per
+``ErrorType:component`` and severity, in a total and in the time bucket it fell in. Buckets
+expire once they are older than the horizon, so memory stays bounded by (horizon / bucket)
+hashes of a few fields each, whatever the error rate. Nothing is kept in the process: a prefork
+pool's children and every worker add to the same keys, and any process reads the whole fleet.
 
 Layout (:class:`~resilience.keys.KeySpace`): ``error_totals`` and each ``error_bucket`` are
 hashes of ``<ErrorType>:<component>|<severity>`` -> count; ``critical_errors`` is a list of JSON

@@ -3,7 +3,9 @@
 Three nets, because each alone misses things: keys whose names say "secret" (recursively, at
 any depth), known secret values (the process's own credentials, matched literally anywhere in
 any string), and patterns of well-known secret shapes (credentials in URLs, bearer tokens,
-Slack webhook paths, Alpaca keys).
+Slack webhook paths, Alpaca keys, values given to secret-named keys in text). A pattern removes
+values, never words: in pydantic's "api_key: Extra inputs are not permitted" the key has no
+value, and the text stays as it is.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ SECRET_KEY_PARTS: tuple[str, ...] = (
     "webhook",
 )
 
+# The names of secret assignments in text (password=..., "api_key": ...), up to 40 more name
+# characters (broker_password, api_key_id).
+_SECRET_NAME = r"(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|auth)[\w-]{0,40}+"
+
 # Every pattern starts at a literal or behind a lookbehind and its repeats are bounded, so
 # scrubbing is linear in the text (the naive forms are quadratic on a 10 MB string).
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -53,18 +59,36 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     (re.compile(r"\b(?:PK|AK|CK)[A-Z0-9]{16,}\b"), FILTERED),
     (re.compile(r"(?i)\b(?:sk|xox[abpr])[-_][A-Za-z0-9-]{10,}\b"), FILTERED),
+    # A quoted value, whole: {"api_key": "abc"}, {'password': 'two words'}
+    (
+        re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>\"\s*:\s*\")(?:[^\"\\\n]|\\.){{1,512}}+"),
+        r"\g<name>\g<sep>[Filtered]",
+    ),
+    (
+        re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>'\s*:\s*')(?:[^'\\\n]|\\.){{1,512}}+"),
+        r"\g<name>\g<sep>[Filtered]",
+    ),
+    # key=value always assigns: api_key=abc123
+    (
+        re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>\s*=\s*)[^\s&,;\"']+"),
+        r"\g<name>\g<sep>[Filtered]",
+    ),
+    # key: value, where the value may follow an auth scheme (Authorization: Bearer xyz). Words
+    # after the colon are prose, not a value ("api_key: Extra inputs are not permitted" is
+    # pydantic saying the field is not allowed): a value is one token that is not a plain
+    # word, or a plain word that is not followed by another one.
     (
         re.compile(
-            r"(?i)(?P<name>(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|auth)[\w-]{0,40}+)"
-            r"(?P<sep>\s*[=:]\s*|\"\s*:\s*\"|'\s*:\s*')(?P<value>[^\s&,;\"']+)"
+            rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>\s*:\s*(?:(?:bearer|basic|digest|token)[ \t]+)?)"
+            r"(?![a-z]++[ \t]++[a-z]++(?![\w=:-]))[^\s&,;\"']+"
         ),
         r"\g<name>\g<sep>[Filtered]",
     ),
     # pydantic's errors: the field's name on one line, its input on the next
     (
         re.compile(
-            r"(?i)(?P<head>(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|auth)"
-            r"[\w-]{0,40}+\n[^\n]{0,200}?input_value=)(?P<value>'[^'\n]{0,512}'|[^,\]\n]{1,512})"
+            rf"(?i)(?P<head>{_SECRET_NAME}\n[^\n]{{0,200}}?input_value=)"
+            r"(?P<value>'[^'\n]{0,512}'|[^,\]\n]{1,512})"
         ),
         r"\g<head>[Filtered]",
     ),

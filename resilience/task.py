@@ -39,7 +39,7 @@ from resilience.errors import (
     StaleOrderError,
 )
 from resilience.guard import Admission, Guard, Outcome, RetryKind
-from resilience.handler import ErrorHandler, notification_data
+from resilience.handler import ErrorDetails, ErrorHandler, notification_data
 from resilience.keys import KeySpace
 from resilience.metrics import ErrorMetrics
 from resilience.outcomes import OutcomeCounter
@@ -191,6 +191,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
                     state=state,
                     reason="poison message",
                     cause=None,
+                    counted=False,
                 )
                 raise Ignore()
         # A replay's first delivery, counted once however it ends (its retries, deferrals and
@@ -210,6 +211,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
                 state=state,
                 reason="deadline passed",
                 cause=None,
+                counted=False,
             )
             raise Ignore()
         admission = self._admit(runtime, args=args, kwargs=kwargs, state=state, deadline=deadline)
@@ -281,7 +283,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         if decision.action is Action.DEAD_LETTER:
             self._dead_letter(
                 runtime, refused, args=args, kwargs=kwargs, state=state,
-                reason=decision.reason, cause=None,
+                reason=decision.reason, cause=None, counted=False,
             )  # fmt: skip
             raise Ignore()
         _log.debug(
@@ -348,19 +350,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         started: float = 0.0,
     ) -> NoReturn:
         request = self.request
-        context = ErrorContext(
-            operation=self.name,
-            component=self.component,
-            function_name=getattr(self.run, "__name__", None),
-            request_id=str(request.id),
-        )
-        details = runtime.handler.handle_error(
-            exc,
-            context,
-            self.component,
-            {"task_name": self.name, "task_id": str(request.id), "attempt": state.failures + 1},
-        )
-        error = details.error
+        error = self._handle(runtime, exc, state).error
         error.retry_count = state.failures
         now_s = runtime.clock.now_s()
         decision = decide(
@@ -407,6 +397,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
                 state=next_state,
                 reason=decision.reason,
                 cause=exc,
+                counted=True,
             )
             raise error from exc
         runtime.outcomes.incr("deferred" if deferred else "retried", self.name)
@@ -420,6 +411,24 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             countdown_s=decision.countdown_s,
         )
         self._schedule_retry(args, kwargs, decision.countdown_s, next_state, error)
+
+    def _handle(
+        self, runtime: ResilienceRuntime, exc: BaseException, state: DeliveryState
+    ) -> ErrorDetails:
+        """Classify ``exc`` and have the runtime's handler count and log it."""
+        request = self.request
+        context = ErrorContext(
+            operation=self.name,
+            component=self.component,
+            function_name=getattr(self.run, "__name__", None),
+            request_id=str(request.id),
+        )
+        return runtime.handler.handle_error(
+            exc,
+            context,
+            self.component,
+            {"task_name": self.name, "task_id": str(request.id), "attempt": state.failures + 1},
+        )
 
     def _schedule_retry(
         self,
@@ -470,7 +479,11 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         state: DeliveryState,
         reason: str,
         cause: BaseException | None,
+        counted: bool,
     ) -> None:
+        """Write the dead letter, count it, report and escalate it. ``counted``: whether the
+        error handler has counted ``error`` already (a failure of the body); one dead-lettered
+        before the body ran is counted here, so every dead letter is one handled error."""
         request = self.request
         scrub = runtime.scrubber
         now_s = runtime.clock.now_s()
@@ -519,6 +532,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         if evicted:
             _log.warning("dead_letters_evicted", count=len(evicted), ids=evicted[:10])
         runtime.outcomes.incr("dead_lettered", self.name)
+        if not counted:
+            self._handle(runtime, error, state)
         _log.error(
             "task_dead_lettered",
             task=self.name,

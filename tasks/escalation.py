@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from celery import shared_task
 
 from resilience.notify.service import EscalationService, Next
 from resilience.task import ResilientTask
+from tasks.application import application_task
 from tasks.runtime import TradingRuntime, trading_runtime
 
 __all__ = ["escalate"]
@@ -34,7 +34,7 @@ class EscalationTask(ResilientTask):
     escalates = False
 
 
-@shared_task(bind=True, base=EscalationTask, name="tasks.escalate")
+@application_task(base=EscalationTask, name="tasks.escalate")
 def escalate(
     self: EscalationTask,
     *,

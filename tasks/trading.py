@@ -13,10 +13,10 @@ import re
 from typing import Any
 
 import structlog
-from celery import shared_task
 
 from resilience.errors import DuplicateOrderError, OrderExecutionError
 from resilience.task import DeliveryState, ResilientTask
+from tasks.application import application_task
 from tasks.brokers.base import Order
 from tasks.ordering import fill_order_defaults, parse_deadline_s
 from tasks.payloads import (
@@ -77,7 +77,7 @@ def _already_placed(task: OrderTask, order: Order) -> dict[str, Any]:
     return {"order": order.to_dict(), "duplicate_avoided": True}
 
 
-@shared_task(bind=True, base=OrderTask, name="tasks.submit_order")
+@application_task(base=OrderTask, name="tasks.submit_order")
 def submit_order(self: OrderTask, /, **payload: Any) -> dict[str, Any]:
     """Place one order exactly once, whatever happened to earlier deliveries."""
     order = parse_payload(OrderRequest, payload)
@@ -99,7 +99,7 @@ def submit_order(self: OrderTask, /, **payload: Any) -> dict[str, Any]:
     return {"order": placed.to_dict(), "duplicate_avoided": False}
 
 
-@shared_task(bind=True, base=TradingTask, name="tasks.cancel_order")
+@application_task(base=TradingTask, name="tasks.cancel_order")
 def cancel_order(self: TradingTask, /, **payload: Any) -> dict[str, Any]:
     """Cancel a resting order; a retry finding it already canceled succeeds."""
     request = parse_payload(CancelRequest, payload)
@@ -123,7 +123,7 @@ class MarketDataTask(ResilientTask):
     resources = ("broker.api", "broker.data")
 
 
-@shared_task(bind=True, base=MarketDataTask, name="tasks.fetch_quote")
+@application_task(base=MarketDataTask, name="tasks.fetch_quote")
 def fetch_quote(self: MarketDataTask, /, **payload: Any) -> dict[str, Any]:
     """The latest quote of one symbol."""
     request = parse_payload(QuoteRequest, payload)
@@ -134,7 +134,7 @@ def _leg_client_order_id(rebalance_id: str, symbol: str, side: str) -> str:
     return f"rb-{rebalance_id}-{re.sub(r'[^A-Za-z0-9]', '_', symbol)}-{side}"[:128]
 
 
-@shared_task(bind=True, base=TradingTask, name="tasks.rebalance")
+@application_task(base=TradingTask, name="tasks.rebalance")
 def rebalance(self: TradingTask, /, **payload: Any) -> dict[str, Any]:
     """Move the portfolio toward target weights by fanning out ``tasks.submit_order``.
 
@@ -173,7 +173,7 @@ def rebalance(self: TradingTask, /, **payload: Any) -> dict[str, Any]:
     return {"equity": equity, "legs": legs}
 
 
-@shared_task(bind=True, base=TradingTask, name="tasks.sync_positions")
+@application_task(base=TradingTask, name="tasks.sync_positions")
 def sync_positions(self: TradingTask, /, **payload: Any) -> dict[str, Any]:
     """Read positions and cash from the broker (the source of truth)."""
     parse_payload(SyncRequest, payload)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from uuid import uuid4
 
 import pytest
 import redis
@@ -20,6 +19,7 @@ import redis
 from resilience.connection import connect
 from resilience.keys import KeySpace
 from tests.fakes.alpaca_api import FakeAlpacaAPI
+from tests.namespaces import RUN_ID, fresh_namespace
 from worker.embedded import private_redis_server, redis_answers
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -44,6 +44,20 @@ def redis_url() -> Iterator[str]:
         yield private.url
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_key_left_without_expiry(redis_url: str) -> Iterator[None]:
+    """After the run: no key of this run's namespaces is left in Redis without an expiry."""
+    yield
+    conn = connect(redis_url)
+    try:
+        left = sorted(
+            key for key in conn.scan_iter(match=f"*-{RUN_ID}-*", count=1000) if conn.ttl(key) == -1
+        )
+    finally:
+        conn.close()
+    assert not left, f"{len(left)} keys left without expiry, e.g. {left[:10]}"
+
+
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
     """A client of the test Redis, closed afterwards."""
@@ -55,7 +69,7 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def keys(client: redis.Redis) -> Iterator[KeySpace]:
     """A namespace of its own for one test; every key under it is deleted afterwards."""
-    namespace = f"test-{uuid4().hex}"
+    namespace = fresh_namespace("test")
     yield KeySpace(namespace)
     stale = list(client.scan_iter(match=f"{namespace}:*", count=500))
     if stale:

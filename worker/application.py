@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import structlog
 from celery import Celery, signals
-from kombu import Queue
 
 from resilience.keys import KeySpace
 from resilience.scrub import Scrubber
 from resilience.task import RUNTIME_SETTING
-from tasks.routing import QUEUES, ROUTES
+from tasks.routing import ROUTES, queue_declarations
 from tasks.runtime import TRADING_RUNTIME_SETTING
+from worker.bindings import drop_legacy_bindings
 from worker.logging import configure_logging, scrub_handlers
 from worker.publishing import SCRUBBER_SETTING
 from worker.runtime import RuntimeProvider
@@ -22,6 +23,8 @@ from worker.settings import Settings, load_settings
 __all__ = ["TASK_MODULES", "create_app"]
 
 TASK_MODULES = ("tasks.trading", "tasks.escalation")
+
+_log = structlog.get_logger("alchemiser.worker")
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -57,7 +60,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_queues=[Queue(name) for name in QUEUES],
+        task_queues=queue_declarations(),
         task_default_queue="trading",
         task_routes=ROUTES,
         task_create_missing_queues=False,
@@ -109,6 +112,19 @@ def create_app(settings: Settings | None = None) -> Celery:
         # Successful runs are recorded late: settle what is still tallied before exit.
         provider.flush()
 
+    def unbind_legacy_queues(sender: Any, **_: Any) -> None:
+        if sender.app is not app:
+            return
+        try:
+            dropped = drop_legacy_bindings(app)
+        except Exception as exc:  # the worker still runs; the operator is told what is left
+            _log.warning("legacy_queue_bindings_not_dropped", error=repr(exc))
+        else:
+            if dropped:
+                _log.info("legacy_queue_bindings_dropped", queues=dropped)
+
+    # Before the worker consumes: bindings older releases left behind fan tasks out.
+    signals.worker_init.connect(unbind_legacy_queues, weak=False)
     signals.worker_process_shutdown.connect(flush_outcomes, weak=False)
     signals.worker_shutdown.connect(flush_outcomes, weak=False)
     return app

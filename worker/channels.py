@@ -11,8 +11,9 @@ channel is "given" when any of its settings was set to a non-empty value, in the
 the config file (``<channel>_send_resolved`` does not count: :func:`resolved_to` reads it).
 
 A channel the escalation policy names but nothing configures is an :class:`UnconfiguredChannel`:
-every send fails as a ``CLIENT_ERROR`` "not configured", so the level's fallback (the console
-by default) takes over; :func:`unconfigured` lists those names for one warning at start.
+every send fails for good as ``NOT_CONFIGURED`` (counted apart from a receiver's refusal), so
+the level's fallback (the console by default) takes over; :func:`unconfigured` lists those
+names for one warning at start.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pydantic import SecretStr
 
 from resilience.errors import ConfigurationError
 from resilience.escalation import EscalationPolicy
-from resilience.notify.channel import Delivery, FailureReason, NotificationChannel
+from resilience.notify.channel import Delivery, NotificationChannel
 from resilience.notify.console import ConsoleChannel
 from resilience.notify.email import EmailChannel, EmailConfig
 from resilience.notify.model import Notification
@@ -111,8 +112,8 @@ class UnconfiguredChannel:
     name: str
 
     def send(self, notification: Notification) -> Delivery:
-        """A ``CLIENT_ERROR`` "not configured"; nothing is sent."""
-        return Delivery.failed(self.name, FailureReason.CLIENT_ERROR, "not configured", 0.0)
+        """A ``NOT_CONFIGURED`` delivery; nothing is sent."""
+        return Delivery.not_configured(self.name)
 
 
 def channel_configs(settings: Settings) -> ChannelConfigs:

@@ -62,6 +62,9 @@ DEMO_RESOURCES: dict[str, Any] = {
 }
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "BRK.B")
 WAIT_S = 90.0
+# How often the live counters are reprinted while a phase runs (when not on a terminal, where
+# they update in place).
+PROGRESS_EVERY_S = 2.0
 OUTAGE_S = 3.0
 # Enough orders in the outage that their first attempts alone reach the breaker's
 # minimum_calls within its window, whatever --orders is (with 2, the breaker never opened).
@@ -101,11 +104,15 @@ def _order(symbol: str, qty: float, ttl_s: float = 300.0) -> dict[str, Any]:
     }
 
 
-def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
+def _wait(
+    condition: Callable[[], bool], timeout_s: float, tick: Callable[[], None] | None = None
+) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return True
+        if tick is not None:
+            tick()
         time.sleep(0.2)
     return condition()
 
@@ -136,6 +143,38 @@ class _Demo:
     def dead(self) -> dict[str, str]:
         entries = self.runtime.resilience.dead_letters.entries(status="dead")
         return {e.client_order_id: e.error_type for e in entries if e.client_order_id}
+
+    def counters(self) -> str:
+        """The live counters: orders sent, booked, retries so far, dead-lettered."""
+        totals = self.runtime.resilience.outcomes.totals()
+        return (
+            f"sent {self.report.submitted} · booked {len(self.booked())} · retries"
+            f" {totals.get('retried', 0)} · deferred {totals.get('deferred', 0)} ·"
+            f" dead-lettered {len(self.dead())}"
+        )
+
+    def wait(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait for ``condition`` showing the live counters: updated in place on a terminal,
+        else a line every PROGRESS_EVERY_S while they change; the last counters after."""
+        if self.console.is_terminal:
+            with self.console.status(self.counters()) as status:
+                done = _wait(condition, timeout_s, lambda: status.update(self.counters()))
+        else:
+            shown = [""]
+            next_at = [time.monotonic() + PROGRESS_EVERY_S]
+
+            def tick() -> None:
+                if time.monotonic() < next_at[0]:
+                    return
+                next_at[0] = time.monotonic() + PROGRESS_EVERY_S
+                line = self.counters()
+                if line != shown[0]:
+                    shown[0] = line
+                    self.console.print(f"   … {line}", highlight=False)
+
+            done = _wait(condition, timeout_s, tick)
+        self.console.print(f"   {self.counters()}", highlight=False)
+        return done
 
     def settled(self, ids: list[str]) -> bool:
         done = self.booked() | set(self.dead())
@@ -193,7 +232,7 @@ def _scenario(demo: _Demo, orders: int) -> DemoReport:
     chaos.inject(ChaosRule("broker.get_order", "http:429", probability=0.3, retry_after_s=0.5))
     flaky = demo.submit([_order(SYMBOLS[i % len(SYMBOLS)], 1 + i % 5) for i in range(orders)])
     started = time.monotonic()
-    _wait(lambda: demo.settled(flaky), WAIT_S)
+    demo.wait(lambda: demo.settled(flaky), WAIT_S)
     say(f"   {len(flaky)} orders settled in {time.monotonic() - started:.1f} s")
 
     say(
@@ -208,7 +247,7 @@ def _scenario(demo: _Demo, orders: int) -> DemoReport:
     outage_orders = max(orders // 4, OUTAGE_ORDERS_MIN)
     outage = demo.submit([_order(SYMBOLS[i % len(SYMBOLS)], 2) for i in range(outage_orders)])
     started = time.monotonic()
-    opened = _wait(lambda: demo.breaker_openings() > openings_before, WAIT_S)
+    opened = demo.wait(lambda: demo.breaker_openings() > openings_before, WAIT_S)
     opened_after_s = time.monotonic() - started
     time.sleep(OUTAGE_S)  # let the outage last: the breaker keeps the orders waiting
     dead_before = len(set(outage) & set(demo.dead()))
@@ -231,7 +270,7 @@ def _scenario(demo: _Demo, orders: int) -> DemoReport:
     demo.submit([invalid])
     started = time.monotonic()
     last = outage + replayed + unfundable + [invalid["client_order_id"]]
-    _wait(lambda: demo.settled(last), WAIT_S)
+    demo.wait(lambda: demo.settled(last), WAIT_S)
     say(f"   {len(set(last))} orders settled in {time.monotonic() - started:.1f} s")
     booked = demo.booked()
     dead = demo.dead()
@@ -284,6 +323,9 @@ def run_demo(*, orders: int = 40, workers: int = 2, keep: bool = False) -> int:
                 "namespace": namespace,
                 "trading_broker": "paper",
                 "resources": DEMO_RESOURCES,
+                # This process's own log lines would mix into the report; the workers log
+                # to files at their usual level.
+                "log_level": "ERROR",
             }
         )
         console.print(f"Redis: [bold]{source.kind}[/] ({source.detail}); namespace {namespace}")

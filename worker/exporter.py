@@ -74,7 +74,8 @@ class FleetCollector(Collector):
             return
         errors = CounterMetricFamily(
             "alchemiser_errors",
-            "Handled errors (every failed attempt) by error type, component and severity.",
+            "Handled errors (every failed attempt, every dead letter) by error type, component"
+            " and severity.",
             labels=["error_type", "component", "severity"],
         )
         for labels, count in sorted(metrics.error_counts_by_severity().items()):
@@ -119,8 +120,8 @@ class FleetCollector(Collector):
             "The breaker's state: 1 for the current one, 0 for the others.",
             labels=["resource", "state"],
         )
-        rate = GaugeMetricFamily(
-            "alchemiser_breaker_failure_rate",
+        ratio = GaugeMetricFamily(
+            "alchemiser_breaker_failure_ratio",
             "Failed calls among the calls in the breaker's window (0 to 1).",
             labels=["resource"],
         )
@@ -134,9 +135,9 @@ class FleetCollector(Collector):
                 state.add_metric(
                     [breaker.name, candidate.value], 1 if breaker.state is candidate else 0
                 )
-            rate.add_metric([breaker.name], breaker.failure_rate / 100)
+            ratio.add_metric([breaker.name], breaker.failure_rate / 100)
             calls.add_metric([breaker.name], breaker.calls)
-        yield from (state, rate, calls)
+        yield from (state, ratio, calls)
         admitted = CounterMetricFamily(
             "alchemiser_limiter_admitted",
             "Runs admitted by the resource's guards (decided in Redis).",

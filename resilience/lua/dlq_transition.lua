@@ -3,7 +3,7 @@
 -- A 'replaying' claim older than the stale limit (its replayer died between claim and
 -- publish) counts as 'dead' again, so the entry cannot stay stuck; the takeover is audited.
 -- KEYS[1] entries hash  KEYS[2] status hash  KEYS[3] index zset  KEYS[4] audit stream
--- KEYS[5] claims hash (id -> claimed at, ms)
+-- KEYS[5] claims hash (id -> claimed at, ms)  KEYS[6] ids zset (id -> 0, for prefix lookups)
 -- ARGV[1] id  ARGV[2] expected status  ARGV[3] new status  ARGV[4] actor
 -- ARGV[5] audit action  ARGV[6] audit detail (JSON)  ARGV[7] audit stream max length
 -- ARGV[8] stale claim limit in ms (0: claims never go stale)
@@ -30,6 +30,7 @@ if ARGV[3] == 'discarded' then
   redis.call('HDEL', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[6], id)
 else
   redis.call('HSET', KEYS[2], id, ARGV[3])
 end

@@ -29,11 +29,14 @@ class FailureReason(enum.Enum):
     RATE_LIMITED = "rate_limited"  # the receiver asked to come back later (HTTP 429)
     TIMEOUT = "timeout"
     UNREACHABLE = "unreachable"  # no connection (refused, DNS, TLS)
+    # The escalation policy names the channel but the deployment does not configure it: nothing
+    # was sent, and nothing will be until someone configures it.
+    NOT_CONFIGURED = "not_configured"
 
     @property
     def transient(self) -> bool:
         """Whether the same send may succeed later."""
-        return self is not FailureReason.CLIENT_ERROR
+        return self not in (FailureReason.CLIENT_ERROR, FailureReason.NOT_CONFIGURED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,11 @@ class Delivery:
     def ok(cls, channel: str, latency_s: float) -> Delivery:
         """Delivered."""
         return cls(channel=channel, delivered=True, latency_s=latency_s)
+
+    @classmethod
+    def not_configured(cls, channel: str) -> Delivery:
+        """Not delivered: the channel is not configured (nothing was sent, in no time)."""
+        return cls.failed(channel, FailureReason.NOT_CONFIGURED, "not configured", 0.0)
 
     @classmethod
     def failed(

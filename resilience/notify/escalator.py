@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from resilience.escalation import CHANNEL_NAMES, EscalationRule
 from resilience.keys import KeySpace
 from resilience.notify.alert_store import AcknowledgedNotice, Flush
-from resilience.notify.channel import Delivery, FailureReason, NotificationChannel
+from resilience.notify.channel import Delivery, NotificationChannel
 from resilience.notify.model import Notification, NotificationStatus
 from resilience.notify.throttle import NotificationThrottle
 
@@ -256,7 +256,7 @@ class Escalator:
     def _deliver(self, name: str, notification: Notification) -> Delivery:
         channel = self._channels.get(name)
         if channel is None:
-            return Delivery.failed(name, FailureReason.CLIENT_ERROR, "not configured", 0.0)
+            return Delivery.not_configured(name)
         delivery = channel.send(notification)
         log = _log.info if delivery.delivered else _log.warning
         log(

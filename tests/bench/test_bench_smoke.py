@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 import redis
@@ -21,6 +20,7 @@ from bench.benchapp import (
 from bench.guard_latency import main as guard_latency_main
 from resilience.resources import resources_from_mapping
 from resilience.task import ResilientTask
+from tests.namespaces import fresh_namespace
 from worker.settings import load_settings
 
 
@@ -60,7 +60,7 @@ def test_round_trip_task_pings_once_then_counts(redis_url: str, client: redis.Re
     """``bench.round_trip_noop`` is a plain task that makes one PING and then the body's
     INCR per run."""
     settings = load_settings().model_copy(
-        update={"redis_url": redis_url, "namespace": f"test-bench-{uuid.uuid4().hex[:8]}"}
+        update={"redis_url": redis_url, "namespace": fresh_namespace("test-bench")}
     )
     app = build_app(settings)
     try:

@@ -7,6 +7,9 @@ messages and leave nothing behind.
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 
 from resilience.connection import connect
 from tests.integration.harness import Deployment
+from tests.namespaces import fresh_namespace
 from worker.application import create_app
 from worker.runtime import build_runtime
 from worker.settings import Settings
@@ -40,7 +44,7 @@ def deployment_factory(redis_url: str, tmp_path: Path) -> Iterator[Callable[...,
     created: list[Deployment] = []
 
     def make(**overrides: str) -> Deployment:
-        namespace = f"it-{uuid.uuid4().hex[:10]}"
+        namespace = fresh_namespace("it")
         env = {
             "ALCHEMISER_REDIS_URL": redis_url,
             "ALCHEMISER_NAMESPACE": namespace,
@@ -83,3 +87,27 @@ def deployment_factory(redis_url: str, tmp_path: Path) -> Iterator[Callable[...,
 def deployment(deployment_factory: Callable[..., Deployment]) -> Deployment:
     """A fresh namespace with default settings (no workers started yet)."""
     return deployment_factory()
+
+
+def _rabbitmq_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return shutil.which("rabbitmqctl") is not None
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def rabbitmq_vhost() -> Iterator[str]:
+    """A RabbitMQ virtual host of the test's own, deleted afterwards (skipped without one)."""
+    if not _rabbitmq_answers():
+        pytest.skip("no RabbitMQ with rabbitmqctl on 127.0.0.1:5672")
+    vhost = f"alchemiser-it-{uuid.uuid4().hex[:8]}"
+
+    def ctl(*args: str) -> None:
+        subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+    ctl("add_vhost", vhost)
+    ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield vhost
+    ctl("delete_vhost", vhost)

@@ -36,6 +36,11 @@ def test_demo_runs_on_a_private_redis_server() -> None:
     # The outage opens the shared breaker. (With --orders 8 it sent 2 orders, too few calls to
     # trip it: the breaker never opened and the demo waited out 90 s.)
     assert "breaker opened after" in result.stdout
+    # Live counters after every phase, and none of the demo process's log lines mixed in.
+    counters = [line for line in result.stdout.splitlines() if "sent " in line and "booked" in line]
+    assert len(counters) >= 3, result.stdout
+    assert "dead-lettered 2" in counters[-1]
+    assert not [line for line in result.stdout.splitlines() if line.lstrip().startswith("{")]
 
 
 def test_demo_falls_back_to_fakeredis_without_redis_server(tmp_path: Path) -> None:

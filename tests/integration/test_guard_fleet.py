@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from resilience.connection import connect
 from resilience.keys import KeySpace
 from tests.fakes.alpaca_api import ANY_ROUTE, FakeAlpacaAPI, Fault
 from tests.integration.harness import wait_for
+from tests.namespaces import fresh_namespace
 from worker.fleet import WorkerProcess, start_worker, wait_until_ready
 from worker.settings import Settings
 
@@ -179,7 +179,7 @@ def breaker_fleet(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Brea
     made: list[BreakerFleet] = []
 
     def make(**breaker: float) -> BreakerFleet:
-        namespace = f"it-breaker-{uuid.uuid4().hex[:8]}"
+        namespace = fresh_namespace("it-breaker")
         resources = {BREAKER_RESOURCE: {"breaker": breaker}}
         env = {
             "ALCHEMISER_REDIS_URL": redis_url,

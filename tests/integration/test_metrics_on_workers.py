@@ -142,13 +142,13 @@ def test_metrics_are_identical_whichever_process_serves_them(
         'alchemiser_breaker_state{resource="broker.orders",state="closed"}': 1,
         'alchemiser_breaker_state{resource="broker.orders",state="open"}': 0,
         'alchemiser_breaker_calls{resource="broker.orders"}': 8,
-        'alchemiser_breaker_failure_rate{resource="broker.orders"}': pytest.approx(2 / 8),
+        'alchemiser_breaker_failure_ratio{resource="broker.orders"}': pytest.approx(2 / 8),
         # Every run asked broker.orders first: 3 + 2 + 4 + 2.
         'alchemiser_limiter_admitted_total{resource="broker.orders"}': 11,
         # The critical alert: email, slack and sms are not configured; console took it.
         'alertmanager_notifications_total{integration="console"}': 1,
-        'alertmanager_notifications_failed_total{integration="email",reason="client_error"}': 1,
-        'alertmanager_notifications_failed_total{integration="sms",reason="client_error"}': 1,
+        'alertmanager_notifications_failed_total{integration="email",reason="not_configured"}': 1,
+        'alertmanager_notifications_failed_total{integration="sms",reason="not_configured"}': 1,
         'alertmanager_notification_latency_seconds_count{integration="console"}': 1,
     }
     assert {name: found.get(name) for name in expected} == expected

@@ -6,11 +6,7 @@ Each test gets its own RabbitMQ virtual host, the namespacing CONTRACT asks for 
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -18,29 +14,6 @@ from resilience.chaos import ChaosRule
 from tests.integration.harness import Deployment, order_kwargs, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _rabbitmq_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
-            return shutil.which("rabbitmqctl") is not None
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def rabbitmq_vhost() -> Iterator[str]:
-    if not _rabbitmq_answers():
-        pytest.skip("no RabbitMQ with rabbitmqctl on 127.0.0.1:5672")
-    vhost = f"alchemiser-it-{uuid.uuid4().hex[:8]}"
-
-    def ctl(*args: str) -> None:
-        subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
-
-    ctl("add_vhost", vhost)
-    ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    yield vhost
-    ctl("delete_vhost", vhost)
 
 
 @pytest.fixture

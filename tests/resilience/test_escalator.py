@@ -144,18 +144,21 @@ def test_a_timeout_without_retry_after_is_retried_after_the_default(rig: Rig) ->
 
 
 def test_a_channel_not_configured_falls_back(rig: Rig) -> None:
-    """A channel the policy names but the deployment lacks is a client error; its level's
-    fallback delivers."""
+    """A channel the policy names but the deployment lacks fails as not configured (counted
+    under that reason, not retried); its level's fallback delivers."""
     del rig.channels["sms"]
     report = rig.escalator().send(flush(), RULE)
     sms = next(d for d in report.deliveries if d.channel == "sms")
     assert (sms.delivered, sms.reason, sms.detail) == (
         False,
-        FailureReason.CLIENT_ERROR,
+        FailureReason.NOT_CONFIGURED,
         "not configured",
     )
     assert "webhook" in report.delivered_to
     assert report.retries == ()
+    counts = rig.stats.snapshot()
+    assert counts["notifications_failed_total|sms|not_configured"] == 1.0
+    assert "notifications_failed_total|sms|client_error" not in counts
 
 
 def test_a_newly_reached_level_tells_only_its_channels(rig: Rig) -> None:

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from uuid import uuid4
 
 import pytest
 import redis
@@ -21,6 +20,7 @@ from resilience.connection import connect
 from resilience.guard import Admission, Guard, Outcome
 from resilience.keys import KeySpace
 from resilience.resources import BreakerConfig, RateLimitConfig, ResourceConfig
+from tests.namespaces import fresh_namespace
 
 US = 1_000_000
 START_S = 1_767_225_600.0
@@ -41,7 +41,7 @@ def shared_client(redis_url: str) -> Iterator[redis.Redis]:
 @contextmanager
 def fresh_resource(client: redis.Redis) -> Iterator[KeySpace]:
     """A namespace of one example's own; resource ``api``'s keys are deleted afterwards."""
-    keys = KeySpace(f"test-prop-{uuid4().hex}")
+    keys = KeySpace(fresh_namespace("test-prop"))
     try:
         yield keys
     finally:

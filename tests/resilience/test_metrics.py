@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from uuid import uuid4
 
 import pytest
 import redis
@@ -25,6 +24,7 @@ from resilience.keys import KeySpace
 from resilience.metrics import BUCKET_S, HORIZON_S, ErrorMetrics, RecoveryStats
 from resilience.outcomes import OutcomeCounter
 from resilience.scrub import Scrubber
+from tests.namespaces import fresh_namespace
 
 START_S = 1_767_225_600.0  # a bucket boundary (ManualClock's default start)
 SECRET = "sk9fakeSecretValue1234"
@@ -294,7 +294,7 @@ def test_series_add_up_to_the_counts(
 ) -> None:
     """Over a window reaching back past the first error, each key's series (whatever the
     step) sums to its count, and the fleet's series to the total."""
-    keys = KeySpace(f"test-prop-{uuid4().hex}")
+    keys = KeySpace(fresh_namespace("test-prop"))
     clock = ManualClock(START_S)
     metrics = metrics_for(shared_client, keys, clock)
     handler = handler_for(metrics)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from uuid import uuid4
 
 import pytest
 import redis
@@ -31,6 +30,7 @@ from resilience.resources import (
 )
 from tests.builders import breaker
 from tests.forking import run_forked
+from tests.namespaces import fresh_namespace
 
 US = 1_000_000
 START_S = 1_767_225_600.0
@@ -393,7 +393,7 @@ def test_leased_runs_in_any_interval_stay_within_the_loosened_bound(
     t, burst, ttl_us = limit.interval_us, limit.burst, int(lease.ttl_s * US)
     clock = ManualClock(START_S)
     start_us = int(clock.now_s() * US)
-    keys = KeySpace(f"test-prop-{uuid4().hex}")
+    keys = KeySpace(fresh_namespace("test-prop"))
     resource = ResourceConfig(name="api", rate_limit=limit, permit_lease=lease)
     guard = Guard(shared_client, keys, {"api": resource}, server_clock=clock, monotonic=clock.now_s)
     answers: list[tuple[int, Admission]] = []

@@ -745,11 +745,11 @@ def test_an_empty_rule_list_logs_everything(monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.mark.parametrize("name", ["email", "slack", "sms", "webhook", "pagerduty"])
 def test_an_unconfigured_channel_answers_not_configured(name: str) -> None:
-    """Every send fails for good as CLIENT_ERROR "not configured", so the fallback takes over."""
+    """Every send fails for good as NOT_CONFIGURED, so the fallback takes over."""
     channel: NotificationChannel = UnconfiguredChannel(name)
     delivery = channel.send(notification())
     assert channel.name == name
-    assert delivery == Delivery.failed(name, FailureReason.CLIENT_ERROR, "not configured", 0.0)
+    assert delivery == Delivery.failed(name, FailureReason.NOT_CONFIGURED, "not configured", 0.0)
     assert delivery.reason is not None and not delivery.reason.transient
 
 

@@ -6,7 +6,6 @@ import base64
 import json
 import re
 import time
-import uuid
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +21,7 @@ from resilience.task import HEADER
 from tasks.brokers.paper import PaperBroker
 from tasks.payloads import OrderRequest
 from tests.builders import dead_order
+from tests.namespaces import fresh_namespace
 from worker.cli.main import app
 
 DOWN_URL = "redis://127.0.0.1:1/0"
@@ -48,9 +48,10 @@ def run(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
-def as_json(result: Result) -> Any:
-    """stdout parsed as exactly one JSON document (fails on anything else)."""
-    assert result.exit_code == 0, result.output
+def as_json(result: Result, *, exit_code: int = 0) -> Any:
+    """stdout parsed as exactly one JSON document (fails on anything else), after the command
+    exited with ``exit_code`` (1: some IDs were skipped)."""
+    assert result.exit_code == exit_code, result.output
     return json.loads(result.stdout)
 
 
@@ -299,7 +300,7 @@ def test_replay_refuses_unregistered_tasks_and_invalid_payloads(
     store.add(order_letter("dl-alien", task="tasks.unknown"))
     bad = order_letter("dl-bad")
     store.add(replace(bad, kwargs={**bad.kwargs, "qty": -1}))
-    doc = as_json(run("dlq", "replay", "dl-alien", "dl-bad", "missing", "--json"))
+    doc = as_json(run("dlq", "replay", "dl-alien", "dl-bad", "missing", "--json"), exit_code=1)
     assert doc["replayed"] == []
     reasons = {row["id"]: row["reason"] for row in doc["skipped"]}
     assert "not a registered trading task" in reasons["dl-alien"]
@@ -331,7 +332,7 @@ def test_replay_twice_skips_the_second_time(
     """A dead letter is published at most once: the second replay is skipped."""
     store.add(order_letter())
     as_json(run("dlq", "replay", "dl-order", "--json"))
-    second = as_json(run("dlq", "replay", "dl-order", "--json"))
+    second = as_json(run("dlq", "replay", "dl-order", "--json"), exit_code=1)
     assert second["replayed"] == []
     assert second["skipped"] == [
         {"id": "dl-order", "reason": "status is replayed", "task_id": None}
@@ -357,21 +358,24 @@ def test_replay_ids_honour_error_filter(
 ) -> None:
     """An explicit id whose error type differs from --error is skipped, not replayed."""
     store.add(quote_letter())
-    doc = as_json(run("dlq", "replay", "dl-quote", "--error", "TradingClientError", "--json"))
+    result = run("dlq", "replay", "dl-quote", "--error", "TradingClientError", "--json")
+    doc = as_json(result, exit_code=1)
     assert doc["replayed"] == []
     assert "MarketDataError" in doc["skipped"][0]["reason"]
     assert all_queued(client, ns) == 0
 
 
 def test_replay_all_human_output_is_a_table(ns: str, store: DeadLetterStore) -> None:
-    """Without --json, replaying several entries ends with a table of outcomes on stdout."""
+    """Without --json, replaying several entries ends with a table of what was replayed on
+    stdout; what was skipped is on stderr, with exit 1."""
     store.add(order_letter("dl-a"))
     store.add(order_letter("dl-b", task="tasks.unknown"))
     result = run("dlq", "replay", "--all")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert "dl-a" in result.stdout
     assert "replayed" in result.stdout
-    assert "not a registered trading task" in result.stdout
+    assert "dl-b" not in result.stdout
+    assert "skipped dl-b: 'tasks.unknown' is not a registered trading task" in result.stderr
 
 
 def test_replay_renews_an_expired_order_with_ttl(
@@ -381,7 +385,7 @@ def test_replay_renews_an_expired_order_with_ttl(
     expired = order_letter()
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     store.add(replace(expired, kwargs={**expired.kwargs, "valid_until": past}))
-    refused = as_json(run("dlq", "replay", "dl-order", "--json"))
+    refused = as_json(run("dlq", "replay", "dl-order", "--json"), exit_code=1)
     assert "--ttl" in refused["skipped"][0]["reason"]
     doc = as_json(run("dlq", "replay", "dl-order", "--ttl", "120", "--json"))
     assert [r["id"] for r in doc["replayed"]] == ["dl-order"]
@@ -405,7 +409,7 @@ def test_replay_needs_ids_or_all(ns: str, store: DeadLetterStore, args: list[str
 def test_discard_removes_and_audits(ns: str, store: DeadLetterStore) -> None:
     """Discard removes the entry, reports unknown ids as skipped, and the audit trail has it."""
     store.add(order_letter())
-    doc = as_json(run("dlq", "discard", "dl-order", "nope", "--json"))
+    doc = as_json(run("dlq", "discard", "dl-order", "nope", "--json"), exit_code=1)
     assert doc == {
         "discarded": ["dl-order"],
         "skipped": [{"id": "nope", "reason": "no such dead letter"}],
@@ -425,7 +429,7 @@ def test_discard_all_skips_entries_not_dead(ns: str, store: DeadLetterStore) -> 
     doc = as_json(run("dlq", "discard", "--all", "--json"))
     assert doc == {"discarded": ["dl-a"], "skipped": []}
     assert [e.id for e in store.entries()] == ["dl-b"]
-    refused = as_json(run("dlq", "discard", "dl-b", "--json"))
+    refused = as_json(run("dlq", "discard", "dl-b", "--json"), exit_code=1)
     assert refused == {"discarded": [], "skipped": [{"id": "dl-b", "reason": "status is replayed"}]}
 
 
@@ -505,7 +509,7 @@ def test_redis_unreachable_exits_1_with_a_clear_message(
     monkeypatch: pytest.MonkeyPatch, args: list[str]
 ) -> None:
     """Redis down: exit 1, the URL and ALCHEMISER_REDIS_URL on stderr, no traceback."""
-    monkeypatch.setenv("ALCHEMISER_NAMESPACE", f"test-cli-{uuid.uuid4().hex}")
+    monkeypatch.setenv("ALCHEMISER_NAMESPACE", fresh_namespace("test-cli"))
     monkeypatch.setenv("ALCHEMISER_REDIS_URL", DOWN_URL)
     monkeypatch.delenv("ALCHEMISER_BROKER_URL", raising=False)
     result = run(*args)

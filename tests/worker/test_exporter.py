@@ -149,7 +149,7 @@ def test_dead_letter_depth_counts_only_entries_waiting(runtime: TradingRuntime) 
     assert picked(found, "alchemiser_dlq_evicted_total") == {(): 0.0}
 
 
-def test_breaker_state_enum_failure_rate_and_limiter_decisions(runtime: TradingRuntime) -> None:
+def test_breaker_state_enum_failure_ratio_and_limiter_decisions(runtime: TradingRuntime) -> None:
     """One state set to 1 per breaker (the others 0), the failure rate as a ratio, admissions
     and refusals by reason."""
     populate(runtime)
@@ -160,7 +160,7 @@ def test_breaker_state_enum_failure_rate_and_limiter_decisions(runtime: TradingR
         (("resource", "broker.orders"), ("state", "closed")),
     }
     assert len(states) == 2 * 5
-    assert picked(found, "alchemiser_breaker_failure_rate") == {
+    assert picked(found, "alchemiser_breaker_failure_ratio") == {
         (("resource", "broker.data"),): 0.0,
         (("resource", "broker.orders"),): 1.0,
     }

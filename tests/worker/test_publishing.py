@@ -6,6 +6,7 @@ import json
 
 import redis
 
+from resilience.keys import KeySpace
 from tests.worker.test_cli import queued
 from worker.application import create_app
 from worker.settings import Settings
@@ -14,11 +15,12 @@ SECRET = "Zr7QpL2xVn9TkB4mWc8HsD3y"
 
 
 def test_argsrepr_and_kwargsrepr_are_scrubbed_and_the_body_is_not(
-    client: redis.Redis, redis_url: str
+    client: redis.Redis, redis_url: str, keys: KeySpace
 ) -> None:
     """A known secret value anywhere and a secret-named kwarg are [Filtered] in the headers
     Flower and task events display; the task still receives its arguments unchanged."""
-    settings = Settings(redis_url=redis_url, namespace="test-publishing", alpaca_secret_key=SECRET)
+    # The test's own namespace: its queue and the broker's binding sets are deleted afterwards.
+    settings = Settings(redis_url=redis_url, namespace=keys.namespace, alpaca_secret_key=SECRET)
     app = create_app(settings)
     try:
         app.send_task(
@@ -26,9 +28,8 @@ def test_argsrepr_and_kwargsrepr_are_scrubbed_and_the_body_is_not(
             args=[f"key {SECRET}"],
             kwargs={"symbol": "AAPL", "api_key": "hunter2-kw", "note": SECRET},
         )
-        (message,) = queued(client, "test-publishing", "market_data")
+        (message,) = queued(client, keys.namespace, "market_data")
     finally:
-        client.delete("test-publishing:market_data")
         app.close()
     headers = message["headers"]
     assert SECRET not in json.dumps(headers)

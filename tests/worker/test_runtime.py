@@ -13,6 +13,7 @@ from resilience.errors import ConfigurationError
 from tasks.brokers.alpaca import AlpacaBroker
 from tasks.runtime import TradingRuntime
 from tests.fakes.alpaca_api import FakeAlpacaAPI, Fault
+from tests.namespaces import fresh_namespace
 from worker.application import create_app
 from worker.runtime import build_runtime
 from worker.settings import Settings
@@ -93,7 +94,7 @@ def test_a_spent_alpaca_window_holds_back_the_whole_fleets_account_limiter(
 ) -> None:
     """A 429 with X-RateLimit-Reset seen by one worker pushes the shared ``broker.api``
     limiter to the reset: another worker's admission is refused until then."""
-    namespace = f"rt-{os.getpid()}-{time.monotonic_ns()}"
+    namespace = fresh_namespace("rt")
     settings = alpaca_settings(
         redis_url,
         namespace=namespace,

@@ -1,5 +1,4 @@
-"""The ``alchemiser`` command line (see CONTRACT, section CLI); the app is
-``worker.cli.main.app``.
+"""The ``alchemiser`` command line (docs/INTERFACE.md): ``worker.cli.main``.
 
 Nothing is imported here: ``python -m worker.cli.main`` would otherwise find the module
 already imported by its package and warn (runpy's RuntimeWarning) on every run.

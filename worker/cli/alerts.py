@@ -40,7 +40,7 @@ def list_(ctx: typer.Context, as_json: JsonOption = False) -> None:
         return
     print_table(
         "Open alerts",
-        ["id", "group", "severity", "status", "failures", "level told", "rule", "opened"],
+        ["id", "group", "severity", "status", "count", "level", "rule", "opened_at"],
         (
             [
                 a.alert_id,
@@ -55,6 +55,7 @@ def list_(ctx: typer.Context, as_json: JsonOption = False) -> None:
             for a in alerts
         ),
         empty="no open alerts",
+        whole=["id"],
     )
 
 

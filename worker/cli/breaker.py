@@ -35,7 +35,16 @@ def list_(ctx: typer.Context, as_json: JsonOption = False) -> None:
         return
     print_table(
         "Breakers",
-        ["name", "state", "failure rate", "slow rate", "calls", "open until", "probes", "openings"],
+        [
+            "name",
+            "state",
+            "failure_rate",
+            "slow_call_rate",
+            "calls",
+            "open_until",
+            "probes_in_flight",
+            "opened_count",
+        ],
         (_row(s) for s in statuses),
         empty="no breakers configured",
     )

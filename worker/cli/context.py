@@ -11,7 +11,7 @@ import getpass
 import json
 import math
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from typing import Annotated, Any, NoReturn
@@ -262,19 +262,31 @@ def say(message: str, *, err: bool = False) -> None:
 
 
 def print_table(
-    title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    empty: str,
+    whole: Collection[str] = (),
 ) -> None:
-    """Print rows as a rich table (long cells fold, never cut), or ``empty`` when none."""
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    count = 0
-    for row in rows:
-        table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
-        count += 1
-    if count == 0:
+    """Print rows as a rich table (long cells fold, never cut), or ``empty`` when none.
+
+    Cells of the ``whole`` columns (ids people copy) are never broken: the other columns give
+    way, even at 80 columns.
+    """
+    cells = [[Text("" if cell is None else str(cell)) for cell in row] for row in rows]
+    if not cells:
         say(empty)
         return
+    table = Table(title=title, title_justify="left")
+    for index, column in enumerate(columns):
+        if column in whole:
+            widest = max(row[index].cell_len for row in cells)
+            table.add_column(column, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(column, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
     console = Console()
     if not console.is_terminal:  # piped: as wide as the content needs, up to a limit
         console = Console(width=PIPED_WIDTH)

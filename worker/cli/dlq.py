@@ -1,10 +1,17 @@
-"""``alchemiser dlq``: inspect, replay and discard dead letters."""
+"""``alchemiser dlq``: inspect, replay and discard dead letters.
+
+An ID is a dead letter's id or any start of it that no other id shares (as git names commits).
+Exit codes: 0 when every ID was shown, replayed (or would be, with ``--dry-run``) or discarded;
+1 when some were skipped (each with its reason: on stderr, or in the ``--json`` document) and
+when Redis or the broker cannot be reached; 2 for usage errors (no ID nor ``--all``, an unknown
+``--error`` class or ``--task`` name, a bad ``--ttl``).
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
@@ -13,10 +20,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from resilience.deadletter import DeadLetterStore, TransitionConflict
+from resilience.deadletter import DeadLetterStore, IdMatches, TransitionConflict
+from resilience.errors import error_classes
 from resilience.replay import Replayer, ReplayResult
 from tasks.replay import prepare_replay, replay_publisher
+from tasks.routing import ROUTES
 from worker.cli.context import (
+    EXIT_FAILURE,
     EXIT_USAGE,
     CliError,
     JsonOption,
@@ -30,15 +40,27 @@ from worker.cli.context import (
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Dead letters: tasks that failed for good.", no_args_is_help=True)
+app = typer.Typer(
+    help="Dead letters: tasks that failed for good.",
+    epilog=(
+        "An ID may be shortened to any start of it that no other id shares. Exit codes: 0 done,"
+        " 1 some ID skipped (or Redis/broker unreachable), 2 usage error."
+    ),
+    no_args_is_help=True,
+)
 
 ErrorFilter = Annotated[
     str | None, typer.Option("--error", help="Only entries with this error type (class name).")
 ]
 IdsArgument = Annotated[
-    list[str] | None, typer.Argument(metavar="ID", help="Dead-letter ids.", show_default=False)
+    list[str] | None,
+    typer.Argument(
+        metavar="ID", help="Dead-letter ids, or unique starts of them.", show_default=False
+    ),
 ]
 AllOption = Annotated[bool, typer.Option("--all", help="Every entry with status 'dead'.")]
+
+NO_SUCH = "no such dead letter"
 
 
 @app.command("list")
@@ -55,13 +77,14 @@ def list_(
 ) -> None:
     """Dead letters, newest first."""
     with services(ctx) as svc:
+        _check_filters(error, task)
         entries = svc.dead_letters.entries(error_type=error, task=task, status=status)
     if as_json:
         print_json([entry.summary() for entry in entries])
         return
     print_table(
         "Dead letters",
-        ["id", "task", "error", "attempts", "dead at", "status", "client_order_id", "message"],
+        ["id", "task", "error_type", "attempts", "dead_at", "status", "client_order_id", "message"],
         (
             [
                 e.id,
@@ -76,21 +99,29 @@ def list_(
             for e in entries
         ),
         empty="no dead letters",
+        whole=["id"],
     )
 
 
 @app.command("show")
 def show(
     ctx: typer.Context,
-    entry_id: Annotated[str, typer.Argument(metavar="ID", help="Dead-letter id.")],
+    given: Annotated[
+        str, typer.Argument(metavar="ID", help="Dead-letter id, or a unique start of it.")
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """One dead letter, whole: arguments, context, traceback and attempt history."""
     with services(ctx) as svc:
-        entry = svc.dead_letters.get(entry_id)
+        store = svc.dead_letters
+        target = _resolve(store, given)
+        entry = None if isinstance(target, _Skip) else store.get(target)
         if entry is None:
+            if isinstance(target, _Skip) and target.reason != NO_SUCH:
+                raise CliError(target.reason)
             raise CliError(
-                f"no dead letter with id {entry_id!r}; 'alchemiser dlq list' shows the ids"
+                f"no dead letter with id {given!r} or an id starting with it; "
+                "'alchemiser dlq list' shows the ids"
             )
     body = asdict(entry)
     if as_json:
@@ -110,30 +141,92 @@ def show(
         say(traceback)
 
 
-def _selected_ids(
-    store: DeadLetterStore, ids: list[str] | None, all_: bool, error: str | None, verb: str
-) -> list[str]:
-    given = list(ids or [])
-    if given and all_:
+@dataclass(frozen=True, slots=True)
+class _Skip:
+    """An ID left alone, and why."""
+
+    id: str
+    reason: str
+
+
+def _check_filters(error: str | None, task: str | None = None) -> None:
+    """Usage errors for an ``--error`` that is no class of the hierarchy, or a ``--task`` that
+    is no task name: such a filter would select nothing and hide the typo."""
+    known_errors = sorted(cls.__name__ for cls in error_classes())
+    if error is not None and error not in known_errors:
+        raise CliError(
+            f"--error {error!r} is not an error class; known: {', '.join(known_errors)}",
+            exit_code=EXIT_USAGE,
+        )
+    if task is not None and task not in ROUTES:
+        raise CliError(
+            f"--task {task!r} is not a task name; known: {', '.join(sorted(ROUTES))}",
+            exit_code=EXIT_USAGE,
+        )
+
+
+def _resolve(store: DeadLetterStore, given: str) -> str | _Skip:
+    """The id ``given`` names (whole, or a unique start of it), or why it names none."""
+    if not given:
+        raise CliError("an empty ID names no dead letter", exit_code=EXIT_USAGE)
+    match = store.resolve(given)
+    return match.unique or _Skip(given, _unresolved(match))
+
+
+def _unresolved(match: IdMatches) -> str:
+    if match.count == 0:
+        return NO_SUCH
+    more = match.count - len(match.ids)
+    listed = ", ".join(match.ids) + (f", and {more} more" if more else "")
+    return (
+        f"ambiguous: {match.count} dead letters start with {match.given!r} ({listed}); "
+        "give more of the id"
+    )
+
+
+def _check_selection(ids: list[str] | None, all_: bool, error: str | None, verb: str) -> None:
+    """Usage errors of a selection: ids and --all both or neither, an unknown --error."""
+    _check_filters(error)
+    if ids and all_:
         raise CliError(f"give dead-letter ids or --all, not both, to {verb}", exit_code=EXIT_USAGE)
-    if not given and not all_:
+    if not ids and not all_:
         raise CliError(
             f"nothing to {verb}: give dead-letter ids (see 'alchemiser dlq list') or --all",
             exit_code=EXIT_USAGE,
         )
-    if all_:
+
+
+def _selected(
+    store: DeadLetterStore, ids: list[str] | None, error: str | None
+) -> list[str | _Skip]:
+    """The entries the IDs name, in the order given and each once, and the IDs that name none;
+    without IDs (``--all``), every dead entry (of the ``--error`` type)."""
+    if not ids:
         return [entry.id for entry in store.entries(status="dead", error_type=error)]
-    return given
+    selected: list[str | _Skip] = []
+    for given in ids:
+        target = _resolve(store, given)
+        if target not in selected:
+            selected.append(target)
+    return selected
+
+
+def _report_skipped(skipped: Iterable[tuple[str, str]]) -> None:
+    """Each skipped ID and the reason, on stderr for people."""
+    for skipped_id, reason in skipped:
+        say(f"skipped {skipped_id}: {reason}", err=True)
 
 
 @contextmanager
 def _progress(total: int, *, show: bool) -> Iterator[Callable[[], None]]:
-    """A progress bar on stderr while ``show``; yields the callable that advances it."""
-    if not show:
+    """A progress bar on stderr while ``show`` and stderr is a terminal (elsewhere it would
+    leave a blank line); yields the callable that advances it."""
+    console = Console(stderr=True)
+    if not show or not console.is_terminal:
         yield lambda: None
         return
     columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task("replay", total=total)
         yield lambda: progress.advance(bar)
 
@@ -157,9 +250,10 @@ def replay(
     """Re-publish dead letters (same client_order_id, each at most once)."""
     with services(ctx) as svc:
         renew_ttl_s = seconds_option("--ttl", ttl_s)
+        _check_selection(ids, all_, error, "replay")
         store = svc.dead_letters
-        targets = _selected_ids(store, ids, all_, error, "replay")
-        if targets and not dry_run:
+        targets = _selected(store, ids, error)
+        if not dry_run and any(isinstance(t, str) for t in targets):
             svc.check_broker()  # claim nothing while the broker is down
         replayer = Replayer(
             store,
@@ -169,8 +263,8 @@ def replay(
         plan = _Plan(store, replayer, actor=actor(), error=error, dry_run=dry_run)
         with _progress(len(targets), show=len(targets) > 1 and not as_json) as advance:
             results: list[ReplayResult] = []
-            for entry_id in targets:
-                results.append(plan.replay(entry_id))
+            for target in targets:
+                results.append(plan.replay(target))
                 advance()
     done = [r for r in results if r.outcome != "skipped"]
     skipped = [r for r in results if r.outcome == "skipped"]
@@ -182,13 +276,17 @@ def replay(
         if dry_run:
             document["dry_run"] = True
         print_json(document)
-        return
-    print_table(
-        "Replay (dry run)" if dry_run else "Replay",
-        ["id", "outcome", "reason", "task_id"],
-        ([r.id, r.outcome, r.reason, r.task_id or ""] for r in results),
-        empty="nothing to replay",
-    )
+    else:
+        print_table(
+            "Replay (dry run)" if dry_run else "Replay",
+            ["id", "outcome", "task_id"],
+            ([r.id, r.outcome, r.task_id or ""] for r in done),
+            empty="nothing would be replayed" if dry_run else "nothing replayed",
+            whole=["id"],
+        )
+        _report_skipped((r.id, r.reason) for r in skipped)
+    if skipped:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +299,11 @@ class _Plan:
     error: str | None
     dry_run: bool
 
-    def replay(self, entry_id: str) -> ReplayResult:
+    def replay(self, target: str | _Skip) -> ReplayResult:
         """Replay one entry; explicit ids honour ``--error`` too."""
+        if isinstance(target, _Skip):
+            return ReplayResult(target.id, "skipped", target.reason)
+        entry_id = target
         if self.error is not None:
             entry = self.store.get(entry_id)
             if entry is not None and entry.error_type != self.error:
@@ -222,27 +323,32 @@ def discard(
 ) -> None:
     """Remove dead letters (each stays in the audit trail)."""
     with services(ctx) as svc:
+        _check_selection(ids, all_, error, "discard")
         store = svc.dead_letters
-        targets = _selected_ids(store, ids, all_, error, "discard")
         who = actor()
         discarded: list[str] = []
-        skipped: list[dict[str, str]] = []
-        for entry_id in targets:
+        skipped: list[_Skip] = []
+        for target in _selected(store, ids, error):
+            if isinstance(target, _Skip):
+                skipped.append(target)
+                continue
             try:
-                store.discard(entry_id, actor=who)
+                store.discard(target, actor=who)
             except TransitionConflict as conflict:
-                skipped.append({"id": entry_id, "reason": _conflict_reason(conflict)})
+                skipped.append(_Skip(target, _conflict_reason(conflict)))
             else:
-                discarded.append(entry_id)
+                discarded.append(target)
     if as_json:
-        print_json({"discarded": discarded, "skipped": skipped})
-        return
-    rows = [[i, "discarded", ""] for i in discarded]
-    rows += [[s["id"], "skipped", s["reason"]] for s in skipped]
-    print_table("Discard", ["id", "outcome", "reason"], rows, empty="nothing to discard")
+        print_json({"discarded": discarded, "skipped": [asdict(skip) for skip in skipped]})
+    else:
+        rows = ([i] for i in discarded)
+        print_table("Discarded", ["id"], rows, empty="nothing discarded", whole=["id"])
+        _report_skipped((skip.id, skip.reason) for skip in skipped)
+    if skipped:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 def _conflict_reason(conflict: TransitionConflict) -> str:
     if conflict.current == "missing":
-        return "no such dead letter"
+        return NO_SUCH
     return f"status is {conflict.current}"
