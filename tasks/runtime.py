@@ -13,9 +13,11 @@ from resilience.notify.service import EscalationService
 from resilience.task import ResilienceRuntime
 from tasks.brokers.base import BrokerAdapter
 
-__all__ = ["TRADING_RUNTIME_SETTING", "TradingRuntime", "trading_runtime"]
+__all__ = ["ORDER_TTL_SETTING", "TRADING_RUNTIME_SETTING", "TradingRuntime", "trading_runtime"]
 
 TRADING_RUNTIME_SETTING = "alchemiser_trading_runtime"
+# An order's time to live in seconds, read where it is enqueued (no runtime is built there).
+ORDER_TTL_SETTING = "alchemiser_order_ttl_s"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,12 @@ for a repeated id resolves to the order the broker already has.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import structlog
+from celery.result import AsyncResult
+from kombu.utils.uuid import uuid
 
 from resilience.errors import DuplicateOrderError, OrderExecutionError
 from resilience.task import DeliveryState, ResilientTask
@@ -27,7 +30,7 @@ from tasks.payloads import (
     SyncRequest,
     parse_payload,
 )
-from tasks.runtime import TradingRuntime, trading_runtime
+from tasks.runtime import ORDER_TTL_SETTING, TradingRuntime, trading_runtime
 
 __all__ = ["cancel_order", "fetch_quote", "rebalance", "submit_order", "sync_positions"]
 
@@ -57,7 +60,26 @@ class TradingTask(ResilientTask):
 
 
 class OrderTask(TradingTask):
-    """``tasks.submit_order``: fills the order's identity and deadline before the first run."""
+    """``tasks.submit_order``: the order's identity and deadline are fixed when it is enqueued
+    through this object (``.delay``/``.apply_async``), else before its first run."""
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        *more: Any,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Publish with ``client_order_id`` (from the task id) and ``valid_until`` (now plus
+        the order TTL) filled in when absent, so the deadline counts the time in the queue."""
+        ttl_s = self.app.conf.get(ORDER_TTL_SETTING)
+        if kwargs is not None and ttl_s is not None:
+            task_id = task_id or uuid()
+            kwargs = fill_order_defaults(
+                kwargs, seed=task_id, ttl_s=float(ttl_s), now_s=time.time()
+            )
+        return super().apply_async(args, kwargs, task_id, *more, **options)
 
     def prepare_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         return fill_order_defaults(

@@ -12,7 +12,7 @@ from resilience.keys import KeySpace
 from resilience.scrub import Scrubber
 from resilience.task import RUNTIME_SETTING
 from tasks.routing import ROUTES, queue_declarations
-from tasks.runtime import TRADING_RUNTIME_SETTING
+from tasks.runtime import ORDER_TTL_SETTING, TRADING_RUNTIME_SETTING
 from worker.bindings import drop_legacy_bindings
 from worker.logging import configure_logging, scrub_handlers
 from worker.publishing import SCRUBBER_SETTING
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         install_sentry(settings, reporters[0])
     provider = RuntimeProvider(settings, reporters=reporters)
     app.conf[TRADING_RUNTIME_SETTING] = provider
+    app.conf[ORDER_TTL_SETTING] = settings.order_ttl_s
     app.conf[RUNTIME_SETTING] = provider.resilience
     app.conf["alchemiser_settings"] = settings
     scrubber = Scrubber(settings.secret_values())

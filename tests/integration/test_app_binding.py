@@ -14,12 +14,15 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from kombu import Connection
 
 from tests.integration.harness import Deployment, order_kwargs, wait_for
+from tests.worker.test_cli import queued
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +147,26 @@ def test_without_an_application_the_task_objects_refuse() -> None:
     refused = json.loads(result.stdout.strip().splitlines()[-1])["refused"]
     assert "pip install -e ." in refused
     assert "from worker import app" in refused
+
+
+def test_delay_fixes_the_orders_identity_and_deadline_at_enqueue(deployment: Deployment) -> None:
+    """``submit_order.delay`` without ``client_order_id``/``valid_until`` publishes them filled:
+    ``alc-<task id>`` and now + the order TTL (300 s), so time in the queue counts; a worker
+    then books the order under that id."""
+    sent_at = time.time()
+    answer = _python(
+        deployment,
+        """
+        import json
+        from tasks.trading import submit_order
+        result = submit_order.delay(symbol="AAPL", side="buy", qty=1)
+        print(json.dumps({"task_id": result.id}))
+        """,
+    )
+    (message,) = queued(deployment.redis, deployment.settings.namespace, "trading")
+    kwargs = message["kwargs"]
+    assert kwargs["client_order_id"] == f"alc-{answer['task_id']}"
+    deadline_s = datetime.fromisoformat(kwargs["valid_until"]).timestamp()
+    assert sent_at + 300 <= deadline_s <= time.time() + 300
+    deployment.start_workers()
+    wait_for(lambda: kwargs["client_order_id"] in deployment.booked(), 30, "the order")
