@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import urllib.request
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -38,11 +39,15 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def runtime(redis_url: str, keys: KeySpace) -> TradingRuntime:
+def runtime(redis_url: str, keys: KeySpace) -> Iterator[TradingRuntime]:
     """A paper deployment's runtime in the test's namespace, on a manual clock."""
-    return build_runtime(
+    built = build_runtime(
         Settings(redis_url=redis_url, namespace=keys.namespace), clock=ManualClock()
     )
+    yield built
+    # Late successes settled before the namespace is deleted, not after by the settler.
+    assert built.resilience.guard is not None
+    built.resilience.guard.flush()
 
 
 def samples(text: bytes) -> Samples:

@@ -41,6 +41,10 @@ def runtime(redis_url: str, keys: KeySpace) -> Iterator[TradingRuntime]:
     """A paper deployment's runtime in the test's namespace (default channels and resources)."""
     built = build_runtime(Settings(redis_url=redis_url, namespace=keys.namespace))
     yield built
+    # Settle the successes recorded late now: the settler thread would otherwise write them
+    # after the namespace was deleted, leaving keys behind.
+    assert built.resilience.guard is not None
+    built.resilience.guard.flush()
     built.resilience.redis.close()
 
 
