@@ -215,9 +215,10 @@ def test_an_unacknowledged_alert_escalates_at_its_delay_after_a_worker_restart(
     unacked = alerts["OrderExecutionError:trading"]
     assert AlertStore(deployment.redis, deployment.runtime.resilience.keys).ack(acked.alert_id)
 
-    first.stop()
     ids = (acked.alert_id, unacked.alert_id)
-    assert all(flushes(deployment, a) for a in ids)  # the first worker ran both chains
+    # The first worker ran both chains: the flush's log line follows its email.
+    wait_for(lambda: all(flushes(deployment, a) for a in ids), 30, "both flushes' log lines")
+    first.stop()
     chaos.shift_clock(900)
     (second,) = deployment.start_workers(concurrency=2)
 
