@@ -35,6 +35,7 @@ __all__ = [
     "IndicatorCalculationError",
     "InsufficientFundsError",
     "LoggingError",
+    "MalformedMessageError",
     "MarketClosedError",
     "MarketDataError",
     "NotificationError",
@@ -312,6 +313,13 @@ class PoisonMessageError(AlchemiserError):
     """The task killed its worker process on every delivery; it is quarantined."""
 
     policy = never_retry(ErrorSeverity.CRITICAL)
+
+
+class MalformedMessageError(AlchemiserError):
+    """A message the worker cannot run as a task (an unregistered name, an unreadable ETA or
+    expiry, no Celery task format): quarantined with its raw body, never run."""
+
+    policy = never_retry(ErrorSeverity.HIGH)
 
 
 def error_classes() -> list[type[AlchemiserError]]:

@@ -52,6 +52,8 @@ __all__ = ["HEADER", "RUNTIME_SETTING", "DeliveryState", "ResilienceRuntime", "R
 HEADER = "alchemiser"
 RUNTIME_SETTING = "alchemiser_runtime"
 HISTORY_LIMIT = 25
+# A count in the header beyond this is garbage, not a history (deferrals are the larger one).
+MAX_HEADER_COUNT = 1_000_000
 REDELIVERY_KEY_TTL_S = 7 * 24 * 3600
 MESSAGE_LIMIT = 500
 # A refused run comes back after the resource's retry-after plus up to this share of it.
@@ -94,13 +96,42 @@ class DeliveryState:
 
     @classmethod
     def from_headers(cls, headers: dict[str, Any] | None) -> DeliveryState:
-        """Read the header (absent on a first delivery)."""
-        raw = (headers or {}).get(HEADER) or {}
+        """Read the header (absent on a first delivery).
+
+        A malformed header (not an object, counts that are not small non-negative integers, a
+        history that is not a list of objects, a replay id that is not a string) is read as
+        absent, and said in the log: raising here would drop a valid order unrecorded.
+        """
+        raw = (headers or {}).get(HEADER)
+        if raw is None:
+            return cls()
+        state = cls._parse(raw)
+        if state is None:
+            _log.warning("malformed_delivery_header", header=repr(raw)[:200])
+            return cls()
+        return state
+
+    @classmethod
+    def _parse(cls, raw: Any) -> DeliveryState | None:
+        if not isinstance(raw, dict):
+            return None
+        failures = raw.get("failures", 0)
+        deferrals = raw.get("deferrals", 0)
+        history = raw.get("history", ())
+        replay_of = raw.get("replay_of")
+        counts_ok = all(
+            type(n) is int and 0 <= n <= MAX_HEADER_COUNT for n in (failures, deferrals)
+        )
+        history_ok = isinstance(history, list | tuple) and all(
+            isinstance(record, dict) for record in history
+        )
+        if not counts_ok or not history_ok or not isinstance(replay_of, str | None):
+            return None
         return cls(
-            failures=int(raw.get("failures", 0)),
-            deferrals=int(raw.get("deferrals", 0)),
-            history=tuple(raw.get("history", ())),
-            replay_of=raw.get("replay_of"),
+            failures=failures,
+            deferrals=deferrals,
+            history=tuple(history)[-HISTORY_LIMIT:],
+            replay_of=replay_of,
         )
 
     def to_header(self) -> dict[str, Any]:

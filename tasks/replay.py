@@ -14,7 +14,7 @@ from celery import Celery
 from pydantic import BaseModel
 
 from resilience.deadletter import DeadLetter
-from resilience.errors import ValidationError
+from resilience.errors import MalformedMessageError, ValidationError
 from resilience.replay import PublishReplay, ReplayRefused
 from resilience.task import HEADER
 from tasks.ordering import parse_deadline_s
@@ -49,6 +49,11 @@ def prepare_replay(
     """
 
     def prepare(entry: DeadLetter) -> dict[str, Any]:
+        if entry.error_type == MalformedMessageError.__name__:
+            raise ReplayRefused(
+                "a quarantined message that never ran as a task: read its raw body"
+                " (dlq show) and send the order again yourself"
+            )
         model = REPLAYABLE.get(entry.task)
         if model is None:
             raise ReplayRefused(f"{entry.task!r} is not a registered trading task")

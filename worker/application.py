@@ -16,6 +16,7 @@ from tasks.runtime import ORDER_TTL_SETTING, TRADING_RUNTIME_SETTING
 from worker.bindings import drop_legacy_bindings
 from worker.logging import configure_logging, scrub_handlers
 from worker.publishing import SCRUBBER_SETTING
+from worker.refused import quarantine_refused_messages
 from worker.runtime import RuntimeProvider
 from worker.sentry import SentryReporter, install_sentry
 from worker.settings import Settings, load_settings
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.conf[TRADING_RUNTIME_SETTING] = provider
     app.conf[ORDER_TTL_SETTING] = settings.order_ttl_s
     app.conf[RUNTIME_SETTING] = provider.resilience
+    quarantine_refused_messages(app, provider.resilience)
     app.conf["alchemiser_settings"] = settings
     scrubber = Scrubber(settings.secret_values())
     app.conf[SCRUBBER_SETTING] = scrubber
