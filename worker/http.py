@@ -11,8 +11,10 @@ reads ``/api/dashboard`` every few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -29,6 +31,51 @@ __all__ = ["ObservabilityServer", "Sources"]
 _log = structlog.get_logger("alchemiser.http")
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# A connection that sends nothing for this long is closed: idle sockets must not hold threads.
+READ_TIMEOUT_S = 10.0
+# Connections served at once; one more is answered 503 at once, without a thread of its own.
+MAX_CONNECTIONS = 32
+# While Redis is down every probe fails alike: said once a minute, not once a request.
+FAILURE_LOG_EVERY_S = 60.0
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
+)
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` of them."""
+
+    daemon_threads = True
+    # socketserver's default backlog of 5 drops connections under a burst of probes.
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        max_connections: int,
+    ) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):  # the client may be gone already
+                request.sendall(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +91,19 @@ class Sources:
 class ObservabilityServer:
     """A threaded HTTP server for the routes above; :meth:`start` serves in the background."""
 
-    def __init__(self, sources: Sources, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        sources: Sources,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        read_timeout_s: float = READ_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self._sources = sources
         page = resources.files("worker").joinpath("web/dashboard.html").read_bytes()
-        handler = _handler(sources, page)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        handler = _handler(sources, page, read_timeout_s)
+        self._server = _BoundedServer((host, port), handler, max_connections)
         self._thread: threading.Thread | None = None
 
     @property
@@ -75,9 +129,20 @@ class ObservabilityServer:
             self._thread.join(timeout=5)
 
 
-def _handler(sources: Sources, page: bytes) -> type[BaseHTTPRequestHandler]:
+def _handler(sources: Sources, page: bytes, read_timeout_s: float) -> type[BaseHTTPRequestHandler]:
+    failures_logged_at: dict[str, float] = {}
+
+    def log_failure(path: str, failed: Exception) -> None:
+        key = f"{path} {type(failed).__name__}"
+        now = time.monotonic()
+        if now - failures_logged_at.get(key, -FAILURE_LOG_EVERY_S) >= FAILURE_LOG_EVERY_S:
+            failures_logged_at[key] = now
+            _log.warning("http_request_failed", path=path, error=type(failed).__name__)
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "alchemiser"
+        # StreamRequestHandler puts this on the connection's socket.
+        timeout = read_timeout_s
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
@@ -102,7 +167,7 @@ def _handler(sources: Sources, page: bytes) -> type[BaseHTTPRequestHandler]:
                     self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
             except Exception as failed:
                 # Redis down is the usual cause; the class says which without leaking a URL.
-                _log.warning("http_request_failed", path=path, error=type(failed).__name__)
+                log_failure(path, failed)
                 unknown = _json({"status": "unknown", "error": type(failed).__name__})
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, "application/json", unknown)
 

@@ -4,6 +4,9 @@ and page; answers from scripted sources over a real socket."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,3 +114,73 @@ def test_unknown_paths_are_404(server: ObservabilityServer) -> None:
     answer = requests.get(f"{server.url}/admin", timeout=5)
     assert (answer.status_code, answer.text) == (404, "not found\n")
     assert json.loads(requests.get(f"{server.url}/health", timeout=5).text)["status"]
+
+
+def _idle_connections(server: ObservabilityServer, count: int) -> list[socket.socket]:
+    host, port = server.url.removeprefix("http://").split(":")
+    return [socket.create_connection((host, int(port)), timeout=5) for _ in range(count)]
+
+
+def _until_ok(url: str, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    status = 0
+    while time.monotonic() < deadline:
+        status = requests.get(url, timeout=5).status_code
+        if status == 200:
+            break
+        time.sleep(0.05)
+    return status
+
+
+def _server(scripted: Scripted, **limits: Any) -> ObservabilityServer:
+    sources = Sources(
+        health=scripted.health, metrics=scripted.metrics, dashboard=scripted.dashboard
+    )
+    return ObservabilityServer(sources, **limits).start()
+
+
+def test_idle_connections_cannot_take_every_thread(scripted: Scripted) -> None:
+    """50 idle connections against a cap of 8: at most 8 threads serve, a new request is told
+    503 at once, and /health answers 200 again as soon as the idle clients go."""
+    baseline = threading.active_count()
+    running = _server(scripted, read_timeout_s=30.0, max_connections=8)
+    idle = _idle_connections(running, 50)
+    try:
+        busy = requests.get(f"{running.url}/health", timeout=5)
+        assert (busy.status_code, busy.text) == (503, "busy\n")
+        assert threading.active_count() <= baseline + 1 + 8
+    finally:
+        for connection in idle:
+            connection.close()
+    try:
+        assert _until_ok(f"{running.url}/health", 10) == 200
+    finally:
+        running.stop()
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_read_timeout(
+    scripted: Scripted,
+) -> None:
+    """With one slot held by a silent client, /health is 503 busy; the server closes the silent
+    connection after its read timeout and serves again, without a restart."""
+    running = _server(scripted, read_timeout_s=2.0, max_connections=1)
+    (silent,) = _idle_connections(running, 1)
+    try:
+        assert requests.get(f"{running.url}/health", timeout=5).status_code == 503
+        assert _until_ok(f"{running.url}/health", 15) == 200
+        silent.settimeout(5)
+        assert silent.recv(1) == b""  # closed by the server
+    finally:
+        silent.close()
+        running.stop()
+
+
+def test_a_failing_source_is_logged_once_a_minute_not_per_request(
+    scripted: Scripted, server: ObservabilityServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Twenty failed probes of /health while Redis is down: one log line."""
+    scripted.fail = True
+    for _ in range(20):
+        assert requests.get(f"{server.url}/health", timeout=5).status_code == 503
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("http_request_failed") == 1
