@@ -68,6 +68,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # A message it cannot turn into a task is quarantined instead of stopping the worker.
+        worker_consumer="worker.consumer:QuarantiningConsumer",
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
         # Positions are re-read from the broker (the source of truth) every minute.

@@ -1,0 +1,61 @@
+"""One malformed message never stops a queue: it is quarantined, acknowledged, and the same
+worker process goes on booking orders."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.integration.harness import Deployment, order_kwargs, wait_for
+
+pytestmark = pytest.mark.integration
+
+EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def _publish(deployment: Deployment, body: object, **headers: object) -> str:
+    task_id = str(uuid.uuid4())
+    message_headers = {"lang": "py", "task": "tasks.submit_order", "id": task_id,
+                       "root_id": task_id, "parent_id": None, "group": None, "retries": 0,
+                       "eta": None, "expires": None, **headers}  # fmt: skip
+    with deployment.app.connection_for_write() as connection:
+        connection.Producer().publish(
+            body, exchange="trading", routing_key="trading", headers=message_headers,
+            serializer="json", retry=True,
+        )  # fmt: skip
+    return task_id
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("dict-body", "cannot be read as a task"), ("timelimit", "timelimit header"),
+     ("retries", "retries header")],
+)  # fmt: skip
+def test_a_malformed_message_is_quarantined_and_the_worker_lives(
+    deployment: Deployment, kind: str, reason: str
+) -> None:
+    """A body that is not [args, kwargs, embed], a timelimit of strings, a non-numeric retries
+    header: each is a MalformedMessageError dead letter, never booked; then 20 valid orders
+    are all booked by the same worker process."""
+    (worker,) = deployment.start_workers(concurrency=1)
+    pid = worker.process.pid
+    order = order_kwargs()
+    if kind == "dict-body":
+        task_id = _publish(deployment, {"a": 1})
+    elif kind == "timelimit":
+        task_id = _publish(deployment, [[], order, EMBED], timelimit=["a", "b"])
+    else:
+        task_id = _publish(deployment, [[], order, EMBED], retries="many")
+    entry = deployment.dead_letter(task_id, 30)
+    assert entry.error_type == "MalformedMessageError"
+    assert reason in entry.message
+    orders = [order_kwargs() for _ in range(20)]
+    for each in orders:
+        deployment.submit(each)
+    ids = {o["client_order_id"] for o in orders}
+    wait_for(lambda: ids <= deployment.booked(), 60, "20 valid orders booked")
+    assert order["client_order_id"] not in deployment.booked()
+    assert worker.process.poll() is None
+    assert worker.process.pid == pid
+    assert "Unrecoverable error" not in worker.log()
