@@ -50,6 +50,10 @@ def create_app(settings: Settings | None = None) -> Celery:
         transport_options["global_keyprefix"] = keys.broker_prefix
         transport_options["socket_timeout"] = 5.0
         transport_options["socket_connect_timeout"] = 5.0
+        if settings.effective_broker_url.startswith("redis://"):
+            # An item on a queue that is not a kombu envelope reaches the consumer (and
+            # quarantine) instead of stopping the worker inside kombu's event loop.
+            app.conf.broker_transport = "worker.transport:QuarantiningRedisTransport"
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

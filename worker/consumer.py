@@ -78,6 +78,11 @@ class QuarantiningConsumer(Consumer):
 
         return on_task_received
 
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        """A body it cannot decode (not JSON, a refused content type such as pickle, an item
+        the transport found unreadable): quarantined and acknowledged, not only logged."""
+        self._quarantine(message, f"cannot be decoded: {type(exc).__name__}: {exc}")
+
     def _quarantine(self, message: Any, reason: str) -> None:
         provider: Callable[[], ResilienceRuntime] = self.app.conf[RUNTIME_SETTING]
         quarantine(

@@ -59,3 +59,27 @@ def test_a_malformed_message_is_quarantined_and_the_worker_lives(
     assert worker.process.poll() is None
     assert worker.process.pid == pid
     assert "Unrecoverable error" not in worker.log()
+
+
+@pytest.mark.parametrize("item", ["not json", '{"a": 1}', "[1, 2]"])
+def test_an_item_that_is_no_message_is_quarantined_and_the_worker_lives(
+    deployment: Deployment, item: str
+) -> None:
+    """A raw LPUSH of text that is not a kombu envelope: quarantined with its text, the same
+    worker process then books 20 orders."""
+    (worker,) = deployment.start_workers(concurrency=1)
+    pid = worker.process.pid
+    deployment.redis.lpush(f"{deployment.settings.namespace}:trading", item)
+    store = deployment.runtime.resilience.dead_letters
+    wait_for(lambda: len(store.entries()) == 1, 30, "the quarantined item")
+    (entry,) = store.entries()
+    assert entry.error_type == "MalformedMessageError"
+    assert entry.queue == "trading"
+    assert entry.extra["raw_body"] == item
+    orders = [order_kwargs() for _ in range(20)]
+    for each in orders:
+        deployment.submit(each)
+    ids = {o["client_order_id"] for o in orders}
+    wait_for(lambda: ids <= deployment.booked(), 60, "20 valid orders booked")
+    assert worker.process.poll() is None
+    assert worker.process.pid == pid
