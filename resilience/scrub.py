@@ -40,7 +40,10 @@ SECRET_KEY_PARTS: tuple[str, ...] = (
 
 # The names of secret assignments in text (password=..., "api_key": ...), up to 40 more name
 # characters (broker_password, api_key_id).
-_SECRET_NAME = r"(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|auth)[\w-]{0,40}+"
+_SECRET_NAME = (
+    r"(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)"
+    r"[\w-]{0,40}+"
+)
 
 # Every pattern starts at a literal or behind a lookbehind and its repeats are bounded, so
 # scrubbing is linear in the text (the naive forms are quadratic on a 10 MB string).
@@ -52,13 +55,34 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\g<pre>[Filtered]",
     ),
-    (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [Filtered]"),
+    # A scheme and its credentials; a plain lowercase word after it is prose ("token mismatch")
+    (
+        re.compile(
+            r"(?i)\b(bearer|basic|token)\s+(?-i:(?![a-z]++(?![A-Za-z0-9._~+/=-])))"
+            r"[A-Za-z0-9._~+/=-]{8,}"
+        ),
+        r"\1 [Filtered]",
+    ),
     (
         re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
         "https://hooks.slack.com/services/[Filtered]",
     ),
     (re.compile(r"\b(?:PK|AK|CK)[A-Z0-9]{16,}\b"), FILTERED),
     (re.compile(r"(?i)\b(?:sk|xox[abpr])[-_][A-Za-z0-9-]{10,}\b"), FILTERED),
+    # Stripe (sk_live_, rk_test_...), GitHub (ghp_, github_pat_...), Slack (xoxb-, xapp-...)
+    # tokens and AWS access key ids, whole: their prefixes never start a word of prose.
+    (
+        re.compile(
+            r"(?<![A-Za-z0-9])(?:"
+            r"[spr]k_(?:live|test)_[A-Za-z0-9]{8,255}+"
+            r"|gh[pousr]_[A-Za-z0-9]{20,255}+"
+            r"|github_pat_[A-Za-z0-9_]{20,255}+"
+            r"|(?:xox[abposr]|xapp)-[A-Za-z0-9-]{8,255}+"
+            r"|A(?:KI|SI)A[A-Z0-9]{16}(?![A-Za-z0-9])"
+            r")"
+        ),
+        FILTERED,
+    ),
     # A quoted value, whole: {"api_key": "abc"}, {'password': 'two words'}
     (
         re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>\"\s*:\s*\")(?:[^\"\\\n]|\\.){{1,512}}+"),
