@@ -45,6 +45,10 @@ _SECRET_NAME = (
     r"[\w-]{0,40}+"
 )
 
+# What gives a secret name a quoted value: a colon (after the name's closing quote, if any) or
+# an equals sign, then the opening quote of a string or of a bytes literal.
+_QUOTED_SEP = r"(?:['\"]?\s*:|\s*=)\s*b?"
+
 # Every pattern starts at a literal or behind a lookbehind and its repeats are bounded, so
 # scrubbing is linear in the text (the naive forms are quadratic on a 10 MB string).
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -83,18 +87,31 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         FILTERED,
     ),
-    # A quoted value, whole: {"api_key": "abc"}, {'password': 'two words'}
+    # A quoted value, whole, given by a colon or an equals sign: {"api_key": "abc"},
+    # {'password': b'two words'}, Conn(password='hunter 2'), token="x"
     (
-        re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>\"\s*:\s*\")(?:[^\"\\\n]|\\.){{1,512}}+"),
+        re.compile(
+            rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>{_QUOTED_SEP}\")(?:[^\"\\\n]|\\.){{1,512}}+"
+        ),
         r"\g<name>\g<sep>[Filtered]",
     ),
     (
-        re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>'\s*:\s*')(?:[^'\\\n]|\\.){{1,512}}+"),
+        re.compile(
+            rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>{_QUOTED_SEP}')(?:[^'\\\n]|\\.){{1,512}}+"
+        ),
         r"\g<name>\g<sep>[Filtered]",
     ),
-    # key=value always assigns: api_key=abc123
+    # A quoted key's bare value (a number, a name) in a repr or JSON: {'secret': 12345}
     (
-        re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>\s*=\s*)[^\s&,;\"']+"),
+        re.compile(
+            rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>['\"]\s*:\s*)"
+            r"(?!(?:none|null|true|false)\b|b['\"])[\w.+/=-]{1,512}+"
+        ),
+        r"\g<name>\g<sep>[Filtered]",
+    ),
+    # key=value always assigns: api_key=abc123 (a quoted one is filtered above)
+    (
+        re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>\s*=\s*)(?!b['\"])[^\s&,;\"']+"),
         r"\g<name>\g<sep>[Filtered]",
     ),
     # key: value, where the value may follow an auth scheme (Authorization: Bearer xyz). Words

@@ -38,6 +38,13 @@ _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
         ('{"private_key": "-----BEGIN KEY-----"}', '{"private_key": "[Filtered]"}'),
         ("{'credentials': 'bob pw1', 'qty': 1}", "{'credentials': '[Filtered]', 'qty': 1}"),
         ("Authorization: Bearer abcdefghij", "Authorization: Bearer [Filtered]"),
+        ('password="hunter 2"', 'password="[Filtered]"'),
+        ("Conn(private_key='k1', qty=1)", "Conn(private_key='[Filtered]', qty=1)"),
+        ("{'secret': 12345, 'qty': 1}", "{'secret': [Filtered], 'qty': 1}"),
+        ('{"token": 987654}', '{"token": [Filtered]}'),
+        ("{'password': b'hunter2'}", "{'password': b'[Filtered]'}"),
+        ("{'passwd': \"it's\"}", "{'passwd': \"[Filtered]\"}"),
+        ("token=b'raw1'", "token=b'[Filtered]'"),
     ],
 )
 def test_tokens_and_secret_key_values_are_filtered(text: str, expected: str) -> None:
@@ -54,6 +61,7 @@ def test_tokens_and_secret_key_values_are_filtered(text: str, expected: str) -> 
         "credentials: Field required",
         "private_key: Extra inputs are not permitted",
         "risk_live_status and task_test_result",
+        "{'token': None, 'secret': True, \"password\": null}",
     ],
 )
 def test_prose_and_look_alikes_are_kept(text: str) -> None:
@@ -121,9 +129,12 @@ _key_name = st.sampled_from(
 
 @st.composite
 def _assignment(draw: st.DrawFn) -> tuple[str, str]:
-    """A secret-named key given a value in one of the usual forms, and the value."""
+    """A secret-named key given a value in one of the usual forms (text, a repr, JSON, a call's
+    keyword), and the value."""
     name, value = draw(_key_name), draw(_value(4, 30))
-    form = draw(st.sampled_from(["{}={}", "{} = {}", "{}: {}", '"{}": "{}"', "'{}': '{}'"]))
+    forms = ["{}={}", "{} = {}", "{}: {}", '"{}": "{}"', "'{}': '{}'", "'{}': b'{}'"]
+    forms += ['{}="{}"', "{}='{}'", "'{}': {}", '"{}": {}', '{}: "{}"']
+    form = draw(st.sampled_from(forms))
     return form.format(name, value), value
 
 
