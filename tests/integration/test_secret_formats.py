@@ -1,6 +1,6 @@
 """Secrets of well-known formats that nobody configured (a Stripe key, a ``private_key=``
-assignment) in a broker's error message reach no log, no dead letter, no Redis key and no
-Slack or webhook payload on real workers (issue 13, item 8)."""
+assignment) in a broker's error message reach no log, no dead letter, no Redis key, no Sentry
+event and no Slack or webhook payload on real workers (issue 13, item 8)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from redis import Redis
 
 from resilience.chaos import ChaosRule
 from tests.fakes.http_receiver import HttpReceiver
+from tests.fakes.sentry_receiver import SentryReceiver
 from tests.integration.harness import Deployment, order_kwargs, wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,6 +34,13 @@ def slack() -> Iterator[HttpReceiver]:
 def hook() -> Iterator[HttpReceiver]:
     """A local generic webhook."""
     with HttpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def sentry() -> Iterator[SentryReceiver]:
+    """A local Sentry ingest endpoint."""
+    with SentryReceiver() as receiver:
         yield receiver
 
 
@@ -66,12 +74,16 @@ def stored_text(deployment: Deployment) -> str:
 
 
 def test_token_formats_in_a_broker_error_leak_nowhere(
-    deployment_factory: Callable[..., Deployment], slack: HttpReceiver, hook: HttpReceiver
+    deployment_factory: Callable[..., Deployment],
+    slack: HttpReceiver,
+    hook: HttpReceiver,
+    sentry: SentryReceiver,
 ) -> None:
     """The broker refuses an order with ``sk_live_…`` and ``private_key=…`` in its message: the
     dead letter says [Filtered], and neither value is in the worker's log, any Redis key of the
-    deployment, or what Slack and the webhook received."""
+    deployment, the Sentry event, or what Slack and the webhook received."""
     deployment = deployment_factory(
+        SENTRY_DSN=sentry.dsn(),
         ALCHEMISER_SLACK_WEBHOOK_URL=f"{slack.url}/services/T000/B000/XXXX",
         ALCHEMISER_WEBHOOK_URL=f"{hook.url}/alerts",
         ALCHEMISER_ESCALATION=json.dumps(
@@ -97,6 +109,7 @@ def test_token_formats_in_a_broker_error_leak_nowhere(
     task_id = deployment.submit(order_kwargs())
     entry = deployment.dead_letter(task_id, 60)
     wait_for(lambda: bool(slack.requests and hook.requests), 30, "the Slack and webhook posts")
+    wait_for(lambda: bool(sentry.events()), 30, "the dead letter's Sentry event")
 
     assert "[Filtered]" in entry.message
     logs = "".join(w.log() for w in deployment.workers)
@@ -105,6 +118,9 @@ def test_token_formats_in_a_broker_error_leak_nowhere(
     assert entry.id in stored  # the dead letter is among the values read
     payloads = [r.body.decode() for r in (*slack.requests, *hook.requests)]
     assert any(entry.id in payload for payload in payloads)
+    events = [envelope.body.decode() for envelope in sentry.envelopes()]
+    assert any("card declined for [Filtered]" in event for event in events)
+    payloads += events
     for secret in SECRETS:
         assert secret not in entry.to_json()
         assert secret not in logs
