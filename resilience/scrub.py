@@ -59,11 +59,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\g<pre>[Filtered]",
     ),
-    # A scheme and its credentials; a plain lowercase word after it is prose ("token mismatch")
+    # A scheme and its credentials; a plain lowercase word after it is prose ("token mismatch"),
+    # and a secret name given a value is left to the rules below ("token private_key=x")
     (
         re.compile(
             r"(?i)\b(bearer|basic|token)\s+(?-i:(?![a-z]++(?![A-Za-z0-9._~+/=-])))"
-            r"[A-Za-z0-9._~+/=-]{8,}"
+            rf"(?!{_SECRET_NAME}['\"]?\s*[=:])[A-Za-z0-9._~+/=-]{{8,}}"
         ),
         r"\1 [Filtered]",
     ),

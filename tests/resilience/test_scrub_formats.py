@@ -45,6 +45,8 @@ _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
         ("{'password': b'hunter2'}", "{'password': b'[Filtered]'}"),
         ("{'passwd': \"it's\"}", "{'passwd': \"[Filtered]\"}"),
         ("token=b'raw1'", "token=b'[Filtered]'"),
+        ("token private_key = 0000", "token private_key = [Filtered]"),
+        ("bearer 'password': 12345", "bearer 'password': [Filtered]"),
     ],
 )
 def test_tokens_and_secret_key_values_are_filtered(text: str, expected: str) -> None:
