@@ -40,7 +40,14 @@ SECRET_KEY_PARTS: tuple[str, ...] = (
 
 # The names of secret assignments in text (password=..., "api_key": ...), up to 40 more name
 # characters (broker_password, api_key_id).
-_SECRET_NAME = r"(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|auth)[\w-]{0,40}+"
+_SECRET_NAME = (
+    r"(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)"
+    r"[\w-]{0,40}+"
+)
+
+# What gives a secret name a quoted value: a colon (after the name's closing quote, if any) or
+# an equals sign, then the opening quote of a string or of a bytes literal.
+_QUOTED_SEP = r"(?:['\"]?\s*:|\s*=)\s*b?"
 
 # Every pattern starts at a literal or behind a lookbehind and its repeats are bounded, so
 # scrubbing is linear in the text (the naive forms are quadratic on a 10 MB string).
@@ -52,25 +59,60 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\g<pre>[Filtered]",
     ),
-    (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [Filtered]"),
+    # A scheme and its credentials; a plain lowercase word after it is prose ("token mismatch"),
+    # and a secret name given a value is left to the rules below ("token private_key=x")
+    (
+        re.compile(
+            r"(?i)\b(bearer|basic|token)\s+(?-i:(?![a-z]++(?![A-Za-z0-9._~+/=-])))"
+            rf"(?!{_SECRET_NAME}['\"]?\s*[=:])[A-Za-z0-9._~+/=-]{{8,}}"
+        ),
+        r"\1 [Filtered]",
+    ),
     (
         re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
         "https://hooks.slack.com/services/[Filtered]",
     ),
     (re.compile(r"\b(?:PK|AK|CK)[A-Z0-9]{16,}\b"), FILTERED),
     (re.compile(r"(?i)\b(?:sk|xox[abpr])[-_][A-Za-z0-9-]{10,}\b"), FILTERED),
-    # A quoted value, whole: {"api_key": "abc"}, {'password': 'two words'}
+    # Stripe (sk_live_, rk_test_...), GitHub (ghp_, github_pat_...), Slack (xoxb-, xapp-...)
+    # tokens and AWS access key ids, whole: their prefixes never start a word of prose.
     (
-        re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>\"\s*:\s*\")(?:[^\"\\\n]|\\.){{1,512}}+"),
+        re.compile(
+            r"(?<![A-Za-z0-9])(?:"
+            r"[spr]k_(?:live|test)_[A-Za-z0-9]{8,255}+"
+            r"|gh[pousr]_[A-Za-z0-9]{20,255}+"
+            r"|github_pat_[A-Za-z0-9_]{20,255}+"
+            r"|(?:xox[abposr]|xapp)-[A-Za-z0-9-]{8,255}+"
+            r"|A(?:KI|SI)A[A-Z0-9]{16}(?![A-Za-z0-9])"
+            r")"
+        ),
+        FILTERED,
+    ),
+    # A quoted value, whole, given by a colon or an equals sign: {"api_key": "abc"},
+    # {'password': b'two words'}, Conn(password='hunter 2'), token="x"
+    (
+        re.compile(
+            rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>{_QUOTED_SEP}\")(?:[^\"\\\n]|\\.){{1,512}}+"
+        ),
         r"\g<name>\g<sep>[Filtered]",
     ),
     (
-        re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>'\s*:\s*')(?:[^'\\\n]|\\.){{1,512}}+"),
+        re.compile(
+            rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>{_QUOTED_SEP}')(?:[^'\\\n]|\\.){{1,512}}+"
+        ),
         r"\g<name>\g<sep>[Filtered]",
     ),
-    # key=value always assigns: api_key=abc123
+    # A quoted key's bare value (a number, a name) in a repr or JSON: {'secret': 12345}
     (
-        re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>\s*=\s*)[^\s&,;\"']+"),
+        re.compile(
+            rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>['\"]\s*:\s*)"
+            r"(?!(?:none|null|true|false)\b|b['\"])[\w.+/=-]{1,512}+"
+        ),
+        r"\g<name>\g<sep>[Filtered]",
+    ),
+    # key=value always assigns: api_key=abc123 (a quoted one is filtered above)
+    (
+        re.compile(rf"(?i)(?P<name>{_SECRET_NAME})(?P<sep>\s*=\s*)(?!b['\"])[^\s&,;\"']+"),
         r"\g<name>\g<sep>[Filtered]",
     ),
     # key: value, where the value may follow an auth scheme (Authorization: Bearer xyz). Words

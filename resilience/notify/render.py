@@ -278,7 +278,14 @@ _SLACK_FIELD_MAX = 2000  # one field of a section
 _SLACK_FACT_MAX = 200  # an example's facts besides its message, each
 _SLACK_LINK_MAX = 1000  # a link's escaped URL; a longer one is shown as text
 _SLACK_MAX_BLOCKS = 50
-_SLACK_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# Slack's own escapes: what every text needs (plain text and link URLs included).
+_SLACK_ESCAPES: Final = MappingProxyType({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+# mrkdwn has no escape for its markers (*bold*, _italic_, `code`, ~strike~): a zero-width space
+# on each side of one leaves it without the word boundary that would open or close formatting.
+_ZWSP = "\u200b"
+_SLACK_MRKDWN_ESCAPES: Final = MappingProxyType(
+    {**_SLACK_ESCAPES, **{ch: f"{_ZWSP}{ch}{_ZWSP}" for ch in "*_`~"}}
+)
 
 
 def slack(n: Notification) -> dict[str, object]:
@@ -303,19 +310,20 @@ def slack(n: Notification) -> dict[str, object]:
     return {"text": _slack_fit(f"{n.title} ({failures})", _SLACK_TEXT_MAX), "blocks": blocks}
 
 
-def _slack_escape(text: str) -> str:
-    return "".join(_SLACK_ESCAPES.get(ch, ch) for ch in text)
+def _slack_escape(text: str, escapes: Mapping[str, str] = _SLACK_MRKDWN_ESCAPES) -> str:
+    return "".join(escapes.get(ch, ch) for ch in text)
 
 
-def _slack_fit(text: str, limit: int) -> str:
-    """``text`` escaped for Slack in at most ``limit`` characters, never cutting an entity."""
-    escaped = _slack_escape(text)
+def _slack_fit(text: str, limit: int, escapes: Mapping[str, str] = _SLACK_MRKDWN_ESCAPES) -> str:
+    """``text`` escaped for Slack (mrkdwn unless told) in at most ``limit`` characters, never
+    cutting an escape."""
+    escaped = _slack_escape(text, escapes)
     if len(escaped) <= limit:
         return escaped
     pieces: list[str] = []
     used = len(_ELLIPSIS)
     for ch in text:
-        piece = _SLACK_ESCAPES.get(ch, ch)
+        piece = escapes.get(ch, ch)
         if used + len(piece) > limit:
             break
         pieces.append(piece)
@@ -324,7 +332,7 @@ def _slack_fit(text: str, limit: int) -> str:
 
 
 def _slack_plain(text: str, limit: int) -> dict[str, object]:
-    return {"type": "plain_text", "text": _slack_fit(text, limit), "emoji": False}
+    return {"type": "plain_text", "text": _slack_fit(text, limit, _SLACK_ESCAPES), "emoji": False}
 
 
 def _slack_mrkdwn(escaped: str) -> dict[str, object]:
@@ -352,7 +360,7 @@ def _slack_example(e: Example) -> str:
 def _slack_link(label: str, url: str) -> str:
     """A mrkdwn link when ``url`` is a web URL Slack can carry, else the URL as text."""
     web = _web_url(url)
-    escaped = _slack_escape(web) if web else ""
+    escaped = _slack_escape(web, _SLACK_ESCAPES) if web else ""
     if web and "|" not in web and len(escaped) <= _SLACK_LINK_MAX:
         return f"<{escaped}|{label}>"
     return f"{label}: {_slack_fit(url, _SLACK_LINK_MAX)}"
