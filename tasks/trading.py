@@ -18,7 +18,12 @@ import structlog
 from celery.result import AsyncResult
 from kombu.utils.uuid import uuid
 
-from resilience.errors import DuplicateOrderError, IdempotencyConflictError, OrderExecutionError
+from resilience.errors import (
+    DuplicateOrderError,
+    IdempotencyConflictError,
+    OrderExecutionError,
+    ValidationError,
+)
 from resilience.task import DeliveryState, ResilientTask
 from tasks.application import application_task
 from tasks.brokers.base import Order
@@ -92,6 +97,21 @@ class OrderTask(TradingTask):
 
     def deadline_s(self, kwargs: dict[str, Any]) -> float | None:
         return parse_deadline_s(kwargs.get("valid_until"))
+
+    def settled_elsewhere(self, kwargs: dict[str, Any], state: DeliveryState) -> Any | None:
+        """The order as already placed if an attempt that may have reached the broker booked
+        it (its reply lost): then it is a success, not a dead letter. An order the broker
+        holds under this id but with other terms is no settlement (the conflict stands)."""
+        if not (state.failures or self.may_have_reached_broker()):
+            return None
+        try:
+            request = parse_payload(OrderRequest, kwargs)
+        except ValidationError:  # an invalid order was never sent
+            return None
+        existing = self.trading.broker.get_order_by_client_id(request.client_order_id)
+        if existing is None or _differences(request, existing):
+            return None
+        return _already_placed(self, request, existing)
 
 
 _IDENTITY = ("symbol", "side", "qty", "type", "limit_price")
