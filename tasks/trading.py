@@ -3,8 +3,9 @@
 Each body validates its payload, calls the broker adapter and lets exceptions out:
 ``ResilientTask`` classifies them and applies the policy. Orders are idempotent by
 ``client_order_id``: whenever an earlier delivery may have reached the broker (a retry, a
-redelivery after a crash, a replay), the order is looked up before it is submitted, and a 422
-for a repeated id resolves to the order the broker already has.
+redelivery after a crash, a replay), the order is looked up before it is submitted and before
+it is dead-lettered, and a 422 for a repeated id resolves to the order the broker already has
+if that is this order (same symbol, side, qty, type and limit price), else it is a conflict.
 """
 
 from __future__ import annotations
