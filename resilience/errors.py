@@ -32,6 +32,7 @@ __all__ = [
     "EnvironmentError",
     "ErrorSeverity",
     "FileOperationError",
+    "IdempotencyConflictError",
     "IndicatorCalculationError",
     "InsufficientFundsError",
     "LoggingError",
@@ -182,6 +183,11 @@ class DuplicateOrderError(OrderExecutionError):
     """The broker already has an order with this ``client_order_id`` (Alpaca's 422)."""
 
     policy = never_retry(ErrorSeverity.LOW, escalate=False)
+
+
+class IdempotencyConflictError(OrderExecutionError):
+    """The ``client_order_id`` already names a different order at the broker: the request was
+    not placed, and reporting it as placed would hide a lost order."""
 
 
 class PositionValidationError(TradingClientError):

@@ -158,6 +158,15 @@ class DeliveryState:
         )
 
 
+class _SettledElsewhere(Exception):  # noqa: N818 - a signal, not an error
+    """Raised instead of writing a dead letter when an earlier attempt already did the task's
+    work; ``__call__`` returns ``result`` as the task's success."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("settled elsewhere")
+        self.result = result
+
+
 def _iso(now_s: float) -> str:
     return datetime.fromtimestamp(now_s, UTC).isoformat()
 
@@ -183,6 +192,13 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         """Unix time after which the task must not run, if any."""
         return None
 
+    def settled_elsewhere(self, kwargs: dict[str, Any], state: DeliveryState) -> Any | None:
+        """Asked before a dead letter is written: the task's result if an earlier attempt
+        (``state`` counts the failures so far) already did its work, as an order booked whose
+        reply was lost; ``None`` if it did not. An exception here is logged and the task is
+        dead-lettered as it would have been."""
+        return None
+
     def client_order_id_of(self, kwargs: dict[str, Any]) -> str | None:
         """The order's idempotency key, if the task is an order."""
         value = kwargs.get("client_order_id")
@@ -205,6 +221,16 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         if request.called_directly:
             return super().__call__(*args, **kwargs)
         runtime = self.runtime
+        try:
+            return self._deliver(runtime, args, kwargs)
+        except _SettledElsewhere as settled:
+            return settled.result
+
+    def _deliver(
+        self, runtime: ResilienceRuntime, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """One delivery: quarantine, deadline, admission, the body and its failure handling."""
+        request = self.request
         state = DeliveryState.from_headers(request.headers)
         redelivered = bool((request.delivery_info or {}).get("redelivered"))
         if redelivered:
@@ -514,7 +540,11 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     ) -> None:
         """Write the dead letter, count it, report and escalate it. ``counted``: whether the
         error handler has counted ``error`` already (a failure of the body); one dead-lettered
-        before the body ran is counted here, so every dead letter is one handled error."""
+        before the body ran is counted here, so every dead letter is one handled error.
+
+        Raises :class:`_SettledElsewhere` instead if :meth:`settled_elsewhere` finds the work
+        done, so the dead letters list only tasks that did not happen."""
+        self._settle_elsewhere(runtime, error, kwargs, state)
         request = self.request
         scrub = runtime.scrubber
         now_s = runtime.clock.now_s()
@@ -577,6 +607,36 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         self._report(runtime, "dead_letter", error, state, reason, cause=cause, entry=entry)
         if self.escalates and error.policy.escalate:
             self._escalate(runtime, error, entry, reason)
+
+    def _settle_elsewhere(
+        self,
+        runtime: ResilienceRuntime,
+        error: AlchemiserError,
+        kwargs: dict[str, Any],
+        state: DeliveryState,
+    ) -> None:
+        """Raise :class:`_SettledElsewhere` if an earlier attempt already did the work."""
+        task_id = str(self.request.id)
+        try:
+            result = self.settled_elsewhere(kwargs, state)
+        except Exception as lookup_failure:  # cannot tell: the dead letter is the safe answer
+            _log.warning(
+                "settlement_lookup_failed",
+                task=self.name,
+                task_id=task_id,
+                error_type=error.error_type,
+                error=runtime.scrubber.text(repr(lookup_failure))[:MESSAGE_LIMIT],
+            )
+            return
+        if result is None:
+            return
+        _log.info(
+            "task_settled_elsewhere", task=self.name, task_id=task_id, error_type=error.error_type
+        )
+        runtime.outcomes.incr("recovered", self.name)
+        if runtime.metrics is not None:
+            runtime.metrics.record_recovered(state.failures)
+        raise _SettledElsewhere(result)
 
     def _report(
         self,

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["derive_client_order_id", "fill_order_defaults", "parse_deadline_s"]
+__all__ = [
+    "DEADLINE_FORMAT",
+    "derive_client_order_id",
+    "fill_order_defaults",
+    "parse_deadline",
+    "parse_deadline_s",
+]
+
+DEADLINE_FORMAT = "an ISO-8601 datetime with a timezone, such as 2026-01-05T15:00:00Z"
+# Longer than any ISO-8601 datetime: refused before parsing, and never echoed.
+_DEADLINE_MAX_LENGTH = 64
 
 
 def derive_client_order_id(seed: str) -> str:
@@ -27,14 +37,43 @@ def fill_order_defaults(
     return filled
 
 
+def parse_deadline(value: Any) -> datetime:
+    """``valid_until`` as an aware UTC datetime: the one reading of a deadline, used by payload
+    validation and by the deadline check alike; ``ValueError`` saying what a deadline is."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and len(value) <= _DEADLINE_MAX_LENGTH:
+        text = value.strip()
+        if _is_number(text):
+            raise ValueError(f"valid_until must be {DEADLINE_FORMAT}, not a number")
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"valid_until must be {DEADLINE_FORMAT}") from None
+    elif isinstance(value, int | float):
+        # Unix seconds or milliseconds? Refused rather than guessed.
+        raise ValueError(f"valid_until must be {DEADLINE_FORMAT}, not a number")
+    else:
+        raise ValueError(f"valid_until must be {DEADLINE_FORMAT}")
+    if parsed.tzinfo is None:
+        raise ValueError("valid_until must carry a timezone (ISO-8601 with Z or +00:00)")
+    return parsed.astimezone(UTC)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_deadline_s(value: Any) -> float | None:
-    """``valid_until`` as Unix seconds; ``None`` if absent or unreadable (validation says why)."""
-    if not isinstance(value, str) or len(value) > 64:
+    """``valid_until`` as Unix seconds; ``None`` if absent or unreadable, in which case payload
+    validation (the same parser) refuses the task before it can act."""
+    if value is None or value == "":
         return None
     try:
-        parsed = datetime.fromisoformat(value)
+        return parse_deadline(value).timestamp()
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.timestamp()

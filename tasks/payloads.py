@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal, Self, TypeVar
 
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from resilience.classify import pydantic_problems
 from resilience.errors import ValidationError
+from tasks.ordering import parse_deadline
 
 __all__ = [
     "CLIENT_ORDER_ID_PATTERN",
@@ -54,6 +63,10 @@ def _ticker(symbol: str) -> str:
     return ticker
 
 
+# Numbers and numeric strings would pass pydantic's datetime coercion as Unix time while the
+# deadline check could not read them: both use the one parser instead.
+Deadline = Annotated[datetime, BeforeValidator(parse_deadline)]
+
 # The length is checked first, so a huge input costs nothing more and is never echoed.
 Symbol = Annotated[str, Field(max_length=SYMBOL_MAX_LENGTH), AfterValidator(_ticker)]
 
@@ -71,7 +84,7 @@ class OrderRequest(_Payload):
     type: Literal["market", "limit"] = "market"
     limit_price: Annotated[float, Field(gt=0, le=MAX_PRICE, allow_inf_nan=False)] | None = None
     client_order_id: Annotated[str, Field(pattern=CLIENT_ORDER_ID_PATTERN)]
-    valid_until: datetime
+    valid_until: Deadline
 
     @field_validator("qty", "limit_price", mode="before")
     @classmethod
@@ -79,13 +92,6 @@ class OrderRequest(_Payload):
         if isinstance(value, bool):
             raise ValueError("must be a number, not a boolean")
         return value
-
-    @field_validator("valid_until", mode="after")
-    @classmethod
-    def _aware_utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("valid_until must carry a timezone (ISO-8601 with Z or +00:00)")
-        return value.astimezone(UTC)
 
     @model_validator(mode="after")
     def _limit_needs_price(self) -> Self:
@@ -127,7 +133,7 @@ class RebalanceRequest(_Payload):
     # Legs smaller than this share of equity are skipped, so a rerun does not churn on
     # spreads and rounding (a rebalancing band).
     min_drift: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.001
-    valid_until: datetime | None = None
+    valid_until: Deadline | None = None
 
     @field_validator("targets", mode="before")
     @classmethod

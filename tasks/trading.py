@@ -3,12 +3,14 @@
 Each body validates its payload, calls the broker adapter and lets exceptions out:
 ``ResilientTask`` classifies them and applies the policy. Orders are idempotent by
 ``client_order_id``: whenever an earlier delivery may have reached the broker (a retry, a
-redelivery after a crash, a replay), the order is looked up before it is submitted, and a 422
-for a repeated id resolves to the order the broker already has.
+redelivery after a crash, a replay), the order is looked up before it is submitted and before
+it is dead-lettered, and a 422 for a repeated id resolves to the order the broker already has
+if that is this order (same symbol, side, qty, type and limit price), else it is a conflict.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Any
@@ -17,7 +19,12 @@ import structlog
 from celery.result import AsyncResult
 from kombu.utils.uuid import uuid
 
-from resilience.errors import DuplicateOrderError, OrderExecutionError
+from resilience.errors import (
+    DuplicateOrderError,
+    IdempotencyConflictError,
+    OrderExecutionError,
+    ValidationError,
+)
 from resilience.task import DeliveryState, ResilientTask
 from tasks.application import application_task
 from tasks.brokers.base import Order
@@ -92,11 +99,58 @@ class OrderTask(TradingTask):
     def deadline_s(self, kwargs: dict[str, Any]) -> float | None:
         return parse_deadline_s(kwargs.get("valid_until"))
 
+    def settled_elsewhere(self, kwargs: dict[str, Any], state: DeliveryState) -> Any | None:
+        """The order as already placed if an attempt that may have reached the broker booked
+        it (its reply lost): then it is a success, not a dead letter. An order the broker
+        holds under this id but with other terms is no settlement (the conflict stands)."""
+        if not (state.failures or self.may_have_reached_broker()):
+            return None
+        try:
+            request = parse_payload(OrderRequest, kwargs)
+        except ValidationError:  # an invalid order was never sent
+            return None
+        existing = self.trading.broker.get_order_by_client_id(request.client_order_id)
+        if existing is None or _differences(request, existing):
+            return None
+        return _already_placed(self, request, existing)
 
-def _already_placed(task: OrderTask, order: Order) -> dict[str, Any]:
-    _log.info("order_already_placed", client_order_id=order.client_order_id)
+
+_IDENTITY = ("symbol", "side", "qty", "type", "limit_price")
+
+
+def _differences(request: OrderRequest, existing: Order) -> dict[str, tuple[object, object]]:
+    """Per field in which the broker's order under this ``client_order_id`` is not the order
+    requested, (requested, held); empty: it is this order."""
+    pairs = {name: (getattr(request, name), getattr(existing, name)) for name in _IDENTITY}
+    return {name: pair for name, pair in pairs.items() if not _same(*pair)}
+
+
+def _same(want: object, have: object) -> bool:
+    if isinstance(want, float) and isinstance(have, int | float):
+        # Brokers send quantities and prices as decimal strings: 0.1 may come back 0.1000000001.
+        return math.isclose(want, have, rel_tol=1e-9)
+    if isinstance(want, str) and isinstance(have, str):
+        return want.upper() == have.upper()
+    return want == have
+
+
+def _already_placed(task: OrderTask, request: OrderRequest, existing: Order) -> dict[str, Any]:
+    """Resolve to ``existing`` if it is the order requested; a reused key for another order
+    raises :class:`IdempotencyConflictError` (never reported as placed)."""
+    differences = _differences(request, existing)
+    if differences:
+        described = "; ".join(
+            f"{name} {want!r} (the broker holds {have!r})"
+            for name, (want, have) in differences.items()
+        )
+        raise IdempotencyConflictError(
+            f"client_order_id {request.client_order_id} already names a different order at"
+            f" the broker; this order was not placed. Differs in: {described}",
+            details={"broker_order_id": existing.id, "differing_fields": list(differences)},
+        )
+    _log.info("order_already_placed", client_order_id=existing.client_order_id)
     task.runtime.outcomes.incr("duplicate_avoided", task.name)
-    return {"order": order.to_dict(), "duplicate_avoided": True}
+    return {"order": existing.to_dict(), "duplicate_avoided": True}
 
 
 @application_task(base=OrderTask, name="tasks.submit_order")
@@ -107,7 +161,7 @@ def submit_order(self: OrderTask, /, **payload: Any) -> dict[str, Any]:
     if self.may_have_reached_broker():
         existing = broker.get_order_by_client_id(order.client_order_id)
         if existing is not None:
-            return _already_placed(self, existing)
+            return _already_placed(self, order, existing)
     try:
         placed = broker.submit_order(order)
     except Exception as exc:
@@ -115,7 +169,7 @@ def submit_order(self: OrderTask, /, **payload: Any) -> dict[str, Any]:
         if isinstance(error, DuplicateOrderError):
             existing = broker.get_order_by_client_id(order.client_order_id)
             if existing is not None:
-                return _already_placed(self, existing)
+                return _already_placed(self, order, existing)
         raise
     _log.info("order_placed", client_order_id=order.client_order_id, status=placed.status)
     return {"order": placed.to_dict(), "duplicate_avoided": False}

@@ -350,12 +350,14 @@ def test_a_refused_run_is_deferred_without_running_or_spending_an_attempt(
 # --- 2. refused past the deadline: dead-lettered, not deferred ------------------------------
 
 
-def forced_open_task(h: Harness, rng: random.Random | None = None) -> ResilientTask:
+def forced_open_task(
+    h: Harness, rng: random.Random | None = None, base: type[ResilientTask] = DeadlineTask
+) -> ResilientTask:
     config = ResourceConfig("api", breaker=breaker())
     guard = h.guard(config)
     force_open(h, guard)
     h.install(guard, rng=rng)
-    return h.task("api", base=DeadlineTask, name="unit.order")
+    return h.task("api", base=base, name="unit.order")
 
 
 def test_a_refusal_that_would_land_past_the_deadline_dead_letters_the_task(h: Harness) -> None:
@@ -729,3 +731,76 @@ def test_a_task_without_resources_never_asks_the_guard(h: Harness) -> None:
     deliver(h.task("api", name="unit.guarded_control"))
     assert spy.admit.call_count == 1
     assert spy.record.call_count == 1
+
+
+# --- 6. before a dead letter: was the work already done? -----------------------------------
+
+
+class SettledTask(DeadlineTask):
+    """An order whose earlier attempt already did its work: the hook finds it."""
+
+    def settled_elsewhere(self, kwargs: dict[str, Any], state: DeliveryState) -> Any | None:
+        return {"found": kwargs["client_order_id"], "failures": state.failures}
+
+
+class UnknowableTask(DeadlineTask):
+    """An order whose broker cannot be asked whether the work was done."""
+
+    def settled_elsewhere(self, kwargs: dict[str, Any], state: DeliveryState) -> Any | None:
+        raise ConnectionError("broker unreachable")
+
+
+def test_a_refusal_past_the_deadline_of_work_already_done_is_a_success(h: Harness) -> None:
+    """Breaker open past the deadline, but the hook finds the work done: the task returns the
+    hook's result, writes no dead letter, escalates nothing and counts one recovery."""
+    task = forced_open_task(h, base=SettledTask)
+
+    result = deliver(
+        task, state=PREVIOUS, valid_until_s=h.clock.now_s() + 20.0, client_order_id="co-1"
+    )
+
+    assert result == {"found": "co-1", "failures": 2}
+    assert h.runs == []
+    assert h.retries == []
+    assert h.dead_letters.get(TASK_ID) is None
+    assert h.escalations == []
+    assert OutcomeCounter(h.client, h.keys).totals() == {"recovered": 1, "recovered:unit.order": 1}
+
+
+def test_a_budget_refusal_of_work_already_done_is_a_success(h: Harness) -> None:
+    """The retry budget refuses the third failure's retry, but the hook finds the work done:
+    it sees the state counting all three failures and its result is the task's."""
+    h.install(h.guard(BUDGET_CONFIG))
+    failures = [TradingClientError("reply lost") for _ in range(3)]
+
+    def body(task: ResilientTask, **kwargs: Any) -> None:
+        raise failures.pop(0)
+
+    task = h.task("api", body=body, base=SettledTask, name="unit.order")
+    with pytest.raises(Retry):
+        deliver(task, client_order_id="co-1")
+    with pytest.raises(Retry):
+        deliver(task, state=h.state_of_retry(), client_order_id="co-1")
+    result = deliver(task, state=h.state_of_retry(), client_order_id="co-1")
+
+    assert result == {"found": "co-1", "failures": 3}
+    assert len(h.runs) == 3
+    assert h.dead_letters.get(TASK_ID) is None
+    totals = OutcomeCounter(h.client, h.keys).totals()
+    assert (totals["retried:unit.order"], totals["recovered:unit.order"]) == (2, 1)
+    assert "dead_lettered:unit.order" not in totals
+
+
+def test_a_failing_settlement_lookup_dead_letters_as_before(h: Harness) -> None:
+    """If the hook raises, the task is dead-lettered and escalated exactly as without it."""
+    task = forced_open_task(h, base=UnknowableTask)
+
+    with pytest.raises(Ignore):
+        deliver(task, state=PREVIOUS, valid_until_s=h.clock.now_s() + 20.0, client_order_id="c")
+
+    entry = h.dead_letter()
+    assert entry.error_type == "CircuitBreakerOpenError"
+    assert entry.reason == "deadline passes before it may run again"
+    assert h.escalations == ["tasks.escalate"]
+    totals = OutcomeCounter(h.client, h.keys).totals()
+    assert totals == {"dead_lettered": 1, "dead_lettered:unit.order": 1}
