@@ -35,6 +35,12 @@ INVALID_SETTINGS = [
     ("ALPACA_BASE_URL", "ftp://paper-api.alpaca.markets", "https:// or http://"),
     ("ALCHEMISER_PAGERDUTY_EVENTS_URL", "https://", "(it names no host)"),
     ("ALCHEMISER_HTTP_PORT", "eighty", "valid integer"),
+    ("ALCHEMISER_REDIS_URL", "redis://127.0.0.1:6379/abc", "database 'abc', not a number"),
+    ("ALCHEMISER_BROKER_URL", "redis://127.0.0.1:6379/abc", "database 'abc', not a number"),
+    ("ALCHEMISER_VISIBILITY_TIMEOUT_S", "inf", "finite number"),
+    ("ALCHEMISER_REDIS_SOCKET_TIMEOUT_S", "inf", "finite number"),
+    ("ALCHEMISER_ORDER_TTL_S", "inf", "finite number"),
+    ("ALCHEMISER_ORDER_TTL_S", "1e9", "less than or equal to 604800"),
 ]
 
 
