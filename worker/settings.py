@@ -75,6 +75,7 @@ MAX_ORDER_TTL_S = WEEK_S  # also bounds `order submit --ttl` and `dlq replay --t
 MAX_DLQ_RETENTION_S = 365 * DAY_S
 MAX_DLQ_ENTRIES = 10_000_000
 MAX_PAPER_CASH = 1e12
+MAX_CONFIG_BYTES = 1024 * 1024
 
 # A list setting: a list in the config file; in the environment "a,b" (or a JSON list).
 CommaList = Annotated[list[str], NoDecode]
@@ -586,6 +587,19 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _read_config(path: Path) -> str:
+    """The text of the config file; ``ConfigurationError`` beyond ``MAX_CONFIG_BYTES`` (read no
+    further: ``/dev/zero`` never ends)."""
+    with path.open("rb") as file:
+        data = file.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigurationError(
+            f"{CONFIG_ENV} names {path}, which is larger than {MAX_CONFIG_BYTES} bytes "
+            "(a config file is a short TOML text)"
+        )
+    return data.decode("utf-8")
+
+
 def load_settings() -> Settings:
     """Settings from the environment and the ``ALCHEMISER_CONFIG`` file.
 
@@ -596,7 +610,7 @@ def load_settings() -> Settings:
     if config_path:
         path = Path(config_path)
         try:
-            file_values = _flatten(tomllib.loads(path.read_text(encoding="utf-8")))
+            file_values = _flatten(tomllib.loads(_read_config(path)))
         except FileNotFoundError:
             raise ConfigurationError(f"{CONFIG_ENV} names {path}, which does not exist") from None
         except OSError as unreadable:  # a directory, no permission
