@@ -18,10 +18,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
 
 from redis import Redis
+from redis.client import Pipeline
 
 from resilience.errors import AlchemiserError, error_class_by_name
 from resilience.keys import KeySpace
 from resilience.scripts import register
+from resilience.server_clock import MAX_CLOCK_SHIFT_S, stored_shift_s
 
 __all__ = ["FOREIGN_FAULTS", "ChaosHTTPError", "ChaosRule", "ChaosStore", "Phase", "build_fault"]
 
@@ -140,15 +142,31 @@ class ChaosStore:
 
     def shift_clock(self, seconds: float) -> float:
         """Move the fleet's escalation clock (:class:`resilience.server_clock.ServerClock`)
-        ``seconds`` further ahead (negative: back); returns the whole shift now in force."""
+        ``seconds`` further ahead (negative: back); returns the whole shift now in force.
+        ``ValueError``, and no change, unless the shift stays finite and within
+        ``MAX_CLOCK_SHIFT_S`` either way."""
         if not math.isfinite(seconds):
             raise ValueError(f"a clock shift is a finite number of seconds, got {seconds!r}")
-        return float(self._client.incrbyfloat(self._keys.chaos_clock_shift, seconds))
+        key = self._keys.chaos_clock_shift
+        totals: list[float] = []  # one per attempt; the last one committed
+
+        def apply(pipe: Pipeline) -> None:
+            total = stored_shift_s(pipe.get(key)) + seconds
+            if abs(total) > MAX_CLOCK_SHIFT_S:
+                raise ValueError(
+                    f"the clock shift would be {total:+g} s; it stays within "
+                    f"+-{MAX_CLOCK_SHIFT_S:g} s (a year) either way"
+                )
+            pipe.multi()
+            pipe.set(key, repr(total))
+            totals.append(total)
+
+        self._client.transaction(apply, key)
+        return totals[-1]
 
     def clock_shift_s(self) -> float:
         """How far ahead the fleet's escalation clock runs, in seconds."""
-        shift = self._client.get(self._keys.chaos_clock_shift)
-        return float(shift) if shift else 0.0
+        return stored_shift_s(self._client.get(self._keys.chaos_clock_shift))
 
     def rules(self) -> list[ChaosRule]:
         """Every active rule (expired ones are dropped lazily when consulted)."""

@@ -9,11 +9,40 @@ without anyone waiting for it.
 
 from __future__ import annotations
 
+import logging
+import math
+
 from redis import Redis
 
 from resilience.keys import KeySpace
 
-__all__ = ["ServerClock"]
+__all__ = ["MAX_CLOCK_SHIFT_S", "ServerClock", "stored_shift_s"]
+
+# How far a drill may move the clock either way: a year covers every delay of an escalation;
+# 1e308 s made datetimes overflow in every reader.
+MAX_CLOCK_SHIFT_S = 365 * 24 * 3600.0
+
+_log = logging.getLogger(__name__)
+
+
+def stored_shift_s(raw: bytes | str | None) -> float:
+    """The clock shift stored in Redis, in seconds: 0 when none, and 0 with a warning when it
+    is not a finite number within ``MAX_CLOCK_SHIFT_S`` (set by hand or by an older version),
+    so no reader crashes on it. `chaos clear` removes it."""
+    if not raw:
+        return 0.0
+    try:
+        shift = float(raw)
+    except ValueError:
+        shift = math.nan
+    if not (math.isfinite(shift) and abs(shift) <= MAX_CLOCK_SHIFT_S):
+        _log.warning(
+            "ignoring the stored clock shift %r: not a finite number of seconds within +-%g",
+            raw,
+            MAX_CLOCK_SHIFT_S,
+        )
+        return 0.0
+    return shift
 
 
 class ServerClock:
@@ -28,4 +57,4 @@ class ServerClock:
         pipe.time()
         pipe.get(self._shift_key)
         (seconds, micros), shift = pipe.execute()
-        return int(seconds) + int(micros) / 1e6 + (float(shift) if shift else 0.0)
+        return int(seconds) + int(micros) / 1e6 + stored_shift_s(shift)

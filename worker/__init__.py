@@ -7,6 +7,7 @@ would bind the name on this package to the module and shadow the Celery app.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -35,5 +36,13 @@ def get_app() -> Celery:
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        return get_app()
+        from resilience.errors import ConfigurationError  # noqa: PLC0415 - keeps the import light
+
+        try:
+            return get_app()
+        except ConfigurationError as invalid:
+            # `celery -A worker` turns any exception of the app's loading into its own
+            # traceback; a bad setting is one line, and exit 2, as in the CLI.
+            print(f"error: {invalid.message}", file=sys.stderr)
+            raise SystemExit(2) from None
     raise AttributeError(f"module 'worker' has no attribute {name!r}")

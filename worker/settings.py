@@ -65,6 +65,18 @@ BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
 HTTP_SCHEMES = ("https", "http")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+# Upper bounds of the numeric settings (docs/CONFIGURATION.md): every seconds setting is also
+# finite, so no inf or nan reaches Redis, a countdown or a datetime.
+DAY_S = 24 * 3600.0
+WEEK_S = 7 * DAY_S
+MAX_TIMEOUT_S = 60.0  # a socket or HTTP timeout: longer is a hung call, not patience
+MAX_VISIBILITY_TIMEOUT_S = DAY_S  # an unacknowledged message lost is restored within a day
+MAX_ORDER_TTL_S = WEEK_S  # also bounds `order submit --ttl` and `dlq replay --ttl`
+MAX_DLQ_RETENTION_S = 365 * DAY_S
+MAX_DLQ_ENTRIES = 10_000_000
+MAX_PAPER_CASH = 1e12
+MAX_CONFIG_BYTES = 1024 * 1024
+
 # A list setting: a list in the config file; in the environment "a,b" (or a JSON list).
 CommaList = Annotated[list[str], NoDecode]
 # A table kept whole: a table in the config file; in the environment a JSON object. Decoded
@@ -102,19 +114,27 @@ class Settings(BaseSettings):
     alpaca_data_url: str = Field(
         default="https://data.alpaca.markets", validation_alias=AliasChoices("ALPACA_DATA_URL")
     )
-    alpaca_timeout_s: float = Field(default=10.0, gt=0)
+    alpaca_timeout_s: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
 
-    visibility_timeout_s: float = Field(default=3600.0, gt=0)
-    max_countdown_s: float = Field(default=1800.0, gt=0)
+    visibility_timeout_s: float = Field(
+        default=3600.0, gt=0, le=MAX_VISIBILITY_TIMEOUT_S, allow_inf_nan=False
+    )
+    max_countdown_s: float = Field(
+        default=1800.0, gt=0, le=MAX_VISIBILITY_TIMEOUT_S, allow_inf_nan=False
+    )
     max_redeliveries: int = Field(default=3, ge=0, le=100)
-    order_ttl_s: float = Field(default=300.0, gt=0)
-    redis_socket_timeout_s: float = Field(default=1.0, gt=0)
+    order_ttl_s: float = Field(default=300.0, gt=0, le=MAX_ORDER_TTL_S, allow_inf_nan=False)
+    redis_socket_timeout_s: float = Field(default=1.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
 
-    dlq_max_entries: int = Field(default=10_000, ge=1)
-    dlq_retention_s: float = Field(default=30 * 24 * 3600.0, gt=0)
+    dlq_max_entries: int = Field(default=10_000, ge=1, le=MAX_DLQ_ENTRIES)
+    dlq_retention_s: float = Field(
+        default=30 * 24 * 3600.0, gt=0, le=MAX_DLQ_RETENTION_S, allow_inf_nan=False
+    )
 
     paper_market_hours: Literal["always_open", "regular"] = "always_open"
-    paper_initial_cash: float = Field(default=1_000_000.0, ge=0)
+    paper_initial_cash: float = Field(
+        default=1_000_000.0, ge=0, le=MAX_PAPER_CASH, allow_inf_nan=False
+    )
 
     # [resources."<name>".breaker|rate_limit|concurrency|retry_budget] tables of the config
     # file, merged over resilience.resources.DEFAULT_RESOURCES.
@@ -132,15 +152,15 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_sender: str | None = None
     smtp_recipients: CommaList = Field(default_factory=list)
-    smtp_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    smtp_timeout_s: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
     smtp_send_resolved: bool = True
 
     slack_webhook_url: SecretStr | None = None
-    slack_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    slack_timeout_s: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
     slack_send_resolved: bool = True
 
     webhook_url: SecretStr | None = None
-    webhook_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
     webhook_send_resolved: bool = True
 
     sms_account_sid: str | None = None
@@ -148,28 +168,30 @@ class Settings(BaseSettings):
     sms_from_number: str | None = None
     sms_to_numbers: CommaList = Field(default_factory=list)
     sms_base_url: str = TWILIO_URL
-    sms_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    sms_timeout_s: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
     sms_send_resolved: bool = False  # a text at night to say all is well wakes people
 
     pagerduty_routing_key: SecretStr | None = None
     pagerduty_events_url: str = EVENTS_URL
-    pagerduty_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    pagerduty_timeout_s: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
     pagerduty_send_resolved: bool = True  # its resolve event closes the incident
 
     # The [escalation] table of the config file (resilience.escalation.policy_from_mapping);
     # empty: the plan's DEFAULT_POLICY.
     escalation: JsonTable = Field(default_factory=dict)
     # [grouping]: Alertmanager's defaults (resilience.notify.alert_store.GroupTiming).
-    grouping_group_wait_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
-    grouping_group_interval_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
-    grouping_repeat_interval_s: float = Field(default=4 * 3600.0, ge=0, allow_inf_nan=False)
-    grouping_resolve_after_s: float = Field(default=300.0, ge=0, allow_inf_nan=False)
+    grouping_group_wait_s: float = Field(default=30.0, ge=0, le=DAY_S, allow_inf_nan=False)
+    grouping_group_interval_s: float = Field(default=300.0, gt=0, le=DAY_S, allow_inf_nan=False)
+    grouping_repeat_interval_s: float = Field(
+        default=4 * 3600.0, ge=0, le=WEEK_S, allow_inf_nan=False
+    )
+    grouping_resolve_after_s: float = Field(default=300.0, ge=0, le=WEEK_S, allow_inf_nan=False)
     # [notification_limits.<class>] tables, merged over resilience.notify.throttle.DEFAULT_LIMITS.
     notification_limits: JsonTable = Field(default_factory=dict)
     # [alert_thresholds] (resilience.monitoring.thresholds_from_mapping); empty: the plan's.
     alert_thresholds: JsonTable = Field(default_factory=dict)
     # A channel's transient failure without a Retry-After is retried this long after, doubling.
-    notification_retry_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    notification_retry_s: float = Field(default=30.0, gt=0, le=DAY_S, allow_inf_nan=False)
 
     # `alchemiser serve`: /health, /metrics and the dashboard. Loopback unless told otherwise.
     http_host: str = "127.0.0.1"
@@ -206,14 +228,14 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        _check_url(value, REDIS_SCHEMES, "ALCHEMISER_REDIS_URL", parse_redis_url)
+        _check_url(value, REDIS_SCHEMES, "ALCHEMISER_REDIS_URL", _parse_redis_url)
         return value
 
     @field_validator("broker_url")
     @classmethod
     def _broker_url(cls, value: str | None) -> str | None:
         if value is not None:
-            _check_url(value, BROKER_SCHEMES, "ALCHEMISER_BROKER_URL", parse_broker_url)
+            _check_url(value, BROKER_SCHEMES, "ALCHEMISER_BROKER_URL", _parse_broker_url)
         return value
 
     @field_validator("alpaca_base_url", "alpaca_data_url", "sms_base_url", "pagerduty_events_url")
@@ -407,6 +429,26 @@ def _needs_host(url: str) -> None:
         raise ValueError("it names no host")
 
 
+def _parse_redis_url(url: str) -> None:
+    parse_redis_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    _check_redis_db(url)
+
+
+def _parse_broker_url(url: str) -> None:
+    parse_broker_url(url)
+    if url.partition("://")[0].lower() in ("redis", "rediss"):
+        _check_redis_db(url)
+
+
+def _check_redis_db(url: str) -> None:
+    """Refuse a database path that is not a number: redis-py reads ``/abc`` as database 0."""
+    split = urlsplit(url)
+    if split.scheme.lower() in ("redis", "rediss"):
+        db = split.path.replace("/", "")
+        if db and not (db.isascii() and db.isdigit()):
+            raise ValueError(f"its path names database {db!r}, not a number")
+
+
 def _check_url(
     url: str, schemes: tuple[str, ...], variable: str, parse: Callable[[str], object]
 ) -> None:
@@ -545,6 +587,19 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _read_config(path: Path) -> str:
+    """The text of the config file; ``ConfigurationError`` beyond ``MAX_CONFIG_BYTES`` (read no
+    further: ``/dev/zero`` never ends)."""
+    with path.open("rb") as file:
+        data = file.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigurationError(
+            f"{CONFIG_ENV} names {path}, which is larger than {MAX_CONFIG_BYTES} bytes "
+            "(a config file is a short TOML text)"
+        )
+    return data.decode("utf-8")
+
+
 def load_settings() -> Settings:
     """Settings from the environment and the ``ALCHEMISER_CONFIG`` file.
 
@@ -555,7 +610,7 @@ def load_settings() -> Settings:
     if config_path:
         path = Path(config_path)
         try:
-            file_values = _flatten(tomllib.loads(path.read_text(encoding="utf-8")))
+            file_values = _flatten(tomllib.loads(_read_config(path)))
         except FileNotFoundError:
             raise ConfigurationError(f"{CONFIG_ENV} names {path}, which does not exist") from None
         except OSError as unreadable:  # a directory, no permission

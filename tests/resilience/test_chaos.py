@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 
@@ -12,7 +13,7 @@ from resilience.chaos import ChaosHTTPError, ChaosRule, ChaosStore, build_fault
 from resilience.classify import default_classifier
 from resilience.errors import MarketDataError, RateLimitError
 from resilience.keys import KeySpace
-from resilience.server_clock import ServerClock
+from resilience.server_clock import MAX_CLOCK_SHIFT_S, ServerClock
 
 TARGET = "broker.submit_order"
 
@@ -313,3 +314,33 @@ def test_a_clock_shift_must_be_finite(store: ChaosStore, seconds: float) -> None
     with pytest.raises(ValueError, match="finite number of seconds"):
         store.shift_clock(seconds)
     assert store.clock_shift_s() == 0.0
+
+
+def test_a_clock_shift_stays_within_a_year_either_way(store: ChaosStore) -> None:
+    """A year ahead or back is accepted; a step beyond it is refused and changes nothing."""
+    assert store.shift_clock(MAX_CLOCK_SHIFT_S) == MAX_CLOCK_SHIFT_S
+    with pytest.raises(ValueError, match="stays within"):
+        store.shift_clock(1.0)
+    assert store.clock_shift_s() == MAX_CLOCK_SHIFT_S
+    assert store.shift_clock(-2 * MAX_CLOCK_SHIFT_S) == -MAX_CLOCK_SHIFT_S
+    with pytest.raises(ValueError, match="stays within"):
+        store.shift_clock(-1e308)
+    assert store.clock_shift_s() == -MAX_CLOCK_SHIFT_S
+
+
+@pytest.mark.parametrize("stored", ["1e308", "-31536001", "inf", "nan", "soon"])
+def test_a_stored_clock_shift_out_of_bounds_is_ignored_with_a_warning(
+    client: redis.Redis,
+    keys: KeySpace,
+    store: ChaosStore,
+    caplog: pytest.LogCaptureFixture,
+    stored: str,
+) -> None:
+    """Readers take such a shift (set by hand, or before the bound) as none, and say so."""
+    client.set(keys.chaos_clock_shift, stored)
+    seconds, micros = client.time()
+    with caplog.at_level(logging.WARNING, logger="resilience.server_clock"):
+        assert store.clock_shift_s() == 0.0
+        assert ServerClock(client, keys).now_s() < seconds + micros / 1e6 + 60
+    assert "ignoring the stored clock shift" in caplog.text
+    assert store.shift_clock(60.0) == 60.0

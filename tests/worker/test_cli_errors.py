@@ -35,6 +35,12 @@ INVALID_SETTINGS = [
     ("ALPACA_BASE_URL", "ftp://paper-api.alpaca.markets", "https:// or http://"),
     ("ALCHEMISER_PAGERDUTY_EVENTS_URL", "https://", "(it names no host)"),
     ("ALCHEMISER_HTTP_PORT", "eighty", "valid integer"),
+    ("ALCHEMISER_REDIS_URL", "redis://127.0.0.1:6379/abc", "database 'abc', not a number"),
+    ("ALCHEMISER_BROKER_URL", "redis://127.0.0.1:6379/abc", "database 'abc', not a number"),
+    ("ALCHEMISER_VISIBILITY_TIMEOUT_S", "inf", "finite number"),
+    ("ALCHEMISER_REDIS_SOCKET_TIMEOUT_S", "inf", "finite number"),
+    ("ALCHEMISER_ORDER_TTL_S", "inf", "finite number"),
+    ("ALCHEMISER_ORDER_TTL_S", "1e9", "less than or equal to 604800"),
 ]
 
 
@@ -61,6 +67,14 @@ def test_an_invalid_setting_is_one_line_on_stderr_and_exit_2(
     assert "hunter2" not in line
 
 
+def test_a_config_file_that_never_ends_is_one_line_on_stderr_and_exit_2() -> None:
+    """ALCHEMISER_CONFIG=/dev/zero: read no further than the size bound, never forever."""
+    line = refused_line(cli_environment(ALCHEMISER_CONFIG="/dev/zero"))
+    assert line.endswith(
+        "names /dev/zero, which is larger than 1048576 bytes (a config file is a short TOML text)"
+    )
+
+
 @pytest.mark.parametrize(
     ("content", "says"),
     [
@@ -68,6 +82,9 @@ def test_an_invalid_setting_is_one_line_on_stderr_and_exit_2(
         (b"[redis]\nurl = 'x\xff'\n", "which is not UTF-8 text"),
         (b"[orders\n", "is not valid TOML"),
         (b'[redis]\nurl = "localhost:6379"\n', "ALCHEMISER_REDIS_URL must be a URL"),
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00", "is not valid TOML"),  # an executable's start
+        (bytes(range(256)) * 4, "which is not UTF-8 text"),
+        pytest.param(b"#" * 1024 * 1024 + b"\n", "is larger than 1048576 bytes", id="1 MiB"),
     ],
 )
 def test_a_bad_config_file_is_one_line_on_stderr_and_exit_2(

@@ -254,3 +254,97 @@ def test_alpaca_endpoint_and_timeout_settings(
     assert (settings.alpaca_data_url, settings.alpaca_timeout_s) == ("http://127.0.0.1:9/", 2.5)
     monkeypatch.setenv("ALCHEMISER_ALPACA_TIMEOUT_S", "0")
     assert "alpaca_timeout_s" in configuration_error()
+
+
+# (setting, the largest value it accepts): docs/CONFIGURATION.md states each bound.
+UPPER_BOUNDS = [
+    ("visibility_timeout_s", 86_400.0),
+    ("order_ttl_s", 604_800.0),
+    ("redis_socket_timeout_s", 60.0),
+    ("alpaca_timeout_s", 60.0),
+    ("smtp_timeout_s", 60.0),
+    ("slack_timeout_s", 60.0),
+    ("webhook_timeout_s", 60.0),
+    ("sms_timeout_s", 60.0),
+    ("pagerduty_timeout_s", 60.0),
+    ("dlq_retention_s", 31_536_000.0),
+    ("dlq_max_entries", 10_000_000),
+    ("paper_initial_cash", 1e12),
+    ("grouping_group_wait_s", 86_400.0),
+    ("grouping_group_interval_s", 86_400.0),
+    ("grouping_repeat_interval_s", 604_800.0),
+    ("grouping_resolve_after_s", 604_800.0),
+    ("notification_retry_s", 86_400.0),
+]
+# max_countdown_s is bounded by the visibility timeout's (its own tests are above).
+FLOAT_SETTINGS = [name for name, _ in UPPER_BOUNDS if name != "dlq_max_entries"] + [
+    "max_countdown_s"
+]
+
+
+def set_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    """Set ``ALCHEMISER_<NAME>`` to ``value``."""
+    monkeypatch.setenv(f"ALCHEMISER_{name.upper()}", value)
+
+
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_a_float_setting_refuses_inf_and_nan(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """inf or nan in any float setting is a ConfigurationError naming it."""
+    set_setting(monkeypatch, name, value)
+    message = configuration_error()
+    assert name in message
+    assert "finite" in message or "greater than" in message
+
+
+@pytest.mark.parametrize(("name", "bound"), UPPER_BOUNDS)
+def test_a_numeric_setting_accepts_its_bound_and_refuses_beyond(
+    monkeypatch: pytest.MonkeyPatch, name: str, bound: float
+) -> None:
+    """The bound itself loads; anything above it is refused naming the setting and the bound."""
+    set_setting(monkeypatch, name, str(bound))
+    assert getattr(load_settings(), name) == bound
+    set_setting(monkeypatch, name, str(bound * 2))
+    message = configuration_error()
+    assert name in message
+    assert "less than or equal to" in message
+
+
+def test_a_nan_countdown_does_not_slip_past_the_visibility_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """nan compares false with everything, so the cross-check alone would let it through."""
+    monkeypatch.setenv("ALCHEMISER_MAX_COUNTDOWN_S", "nan")
+    assert "max_countdown_s" in configuration_error()
+
+
+@pytest.mark.parametrize("variable", ["ALCHEMISER_REDIS_URL", "ALCHEMISER_BROKER_URL"])
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis://127.0.0.1:6379/abc", "database 'abc', not a number"),
+        ("rediss://127.0.0.1:6379/-1", "database '-1', not a number"),
+        ("redis://127.0.0.1:99999/0", "Port out of range"),
+    ],
+)
+def test_a_redis_url_with_a_bad_port_or_database_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, url: str, says: str
+) -> None:
+    """redis-py would read a database that is not a number as database 0, silently."""
+    monkeypatch.setenv(variable, url)
+    message = configuration_error()
+    assert variable in message
+    assert says in message
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/15", "redis://127.0.0.1:6379"])
+def test_a_redis_url_with_a_numbered_or_no_database_loads(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """A database number, or none (database 0), is accepted for the state and the broker."""
+    monkeypatch.setenv("ALCHEMISER_REDIS_URL", url)
+    monkeypatch.setenv("ALCHEMISER_BROKER_URL", url)
+    settings = load_settings()
+    assert (settings.redis_url, settings.broker_url) == (url, url)

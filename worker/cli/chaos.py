@@ -19,7 +19,9 @@ from worker.cli.context import (
     say,
     seconds_option,
     services,
+    whole_option,
 )
+from worker.settings import DAY_S, WEEK_S
 
 __all__ = ["CHAOS_TARGETS", "app"]
 
@@ -33,6 +35,12 @@ CHAOS_TARGETS = (
     "broker.list_positions",
     "broker.submit_order",
 )
+
+# Bounds of `chaos inject`: a drill's rule, not a permanent outage or a worker asleep for good.
+MAX_DURATION_S = WEEK_S
+MAX_RETRY_AFTER_S = DAY_S
+MAX_COUNT = 1_000_000
+MAX_LATENCY_MS = 600_000
 
 app = typer.Typer(help="Inject faults into adapter operations.", no_args_is_help=True)
 
@@ -81,18 +89,21 @@ def inject(
                 f"unknown chaos target {target!r}; known: {', '.join(CHAOS_TARGETS)}",
                 exit_code=EXIT_USAGE,
             )
-        duration = seconds_option("--duration", duration_s)
+        duration = seconds_option("--duration", duration_s, maximum=MAX_DURATION_S)
+        whole_option("--latency-ms", latency_ms, minimum=0, maximum=MAX_LATENCY_MS)
         expires_at_ms = None if duration is None else int((time.time() + duration) * 1000)
         try:
             rule = ChaosRule(
                 target=target,
                 error=error,
                 probability=probability,
-                count=count,
+                count=whole_option("--count", count, minimum=1, maximum=MAX_COUNT),
                 expires_at_ms=expires_at_ms,
                 latency_ms=latency_ms,
                 phase=phase,
-                retry_after_s=seconds_option("--retry-after", retry_after_s, allow_zero=True),
+                retry_after_s=seconds_option(
+                    "--retry-after", retry_after_s, maximum=MAX_RETRY_AFTER_S, allow_zero=True
+                ),
                 message=message,
             )
         except ValueError as invalid:

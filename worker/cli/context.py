@@ -52,6 +52,7 @@ __all__ = [
     "say",
     "seconds_option",
     "services",
+    "whole_option",
 ]
 
 # Every listing command takes --json and then prints one JSON document (CONTRACT).
@@ -229,14 +230,28 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def seconds_option(option: str, value: float | None, *, allow_zero: bool = False) -> float | None:
-    """``value`` of a seconds option, or a usage error unless finite and positive."""
+def seconds_option(
+    option: str, value: float | None, *, maximum: float, allow_zero: bool = False
+) -> float | None:
+    """``value`` of a seconds option, or a usage error unless finite, positive (or zero when
+    allowed) and at most ``maximum``."""
     if value is None:
         return None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero) or value > maximum:
         bound = ">= 0" if allow_zero else "> 0"
         raise CliError(
-            f"{option} must be a finite number of seconds {bound}, got {value}",
+            f"{option} must be a finite number of seconds {bound} and <= {maximum:g}, "
+            f"got {value:g}",
+            exit_code=EXIT_USAGE,
+        )
+    return value
+
+
+def whole_option(option: str, value: int | None, *, minimum: int, maximum: int) -> int | None:
+    """``value`` of a whole-number option, or a usage error unless within the bounds."""
+    if value is not None and not minimum <= value <= maximum:
+        raise CliError(
+            f"{option} must be a whole number from {minimum} to {maximum}, got {value}",
             exit_code=EXIT_USAGE,
         )
     return value

@@ -37,6 +37,7 @@ from worker.cli.context import (
     seconds_option,
     services,
 )
+from worker.settings import MAX_ORDER_TTL_S
 
 __all__ = ["app"]
 
@@ -249,7 +250,7 @@ def replay(
 ) -> None:
     """Re-publish dead letters (same client_order_id, each at most once)."""
     with services(ctx) as svc:
-        renew_ttl_s = seconds_option("--ttl", ttl_s)
+        renew_ttl_s = seconds_option("--ttl", ttl_s, maximum=MAX_ORDER_TTL_S)
         _check_selection(ids, all_, error, "replay")
         store = svc.dead_letters
         targets = _selected(store, ids, error)

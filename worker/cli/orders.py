@@ -10,6 +10,7 @@ import typer
 
 from tasks.payloads import CancelRequest, OrderRequest, parse_payload
 from worker.cli.context import JsonOption, print_json, say, seconds_option, services
+from worker.settings import MAX_ORDER_TTL_S
 
 __all__ = ["app"]
 
@@ -49,7 +50,7 @@ def submit(
 ) -> None:
     """Enqueue tasks.submit_order."""
     with services(ctx) as svc:
-        ttl = seconds_option("--ttl", ttl_s) or svc.settings.order_ttl_s
+        ttl = seconds_option("--ttl", ttl_s, maximum=MAX_ORDER_TTL_S) or svc.settings.order_ttl_s
         payload: dict[str, Any] = {
             "symbol": symbol,
             "side": side,
