@@ -7,6 +7,7 @@ would bind the name on this package to the module and shadow the Celery app.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,14 @@ def get_app() -> Celery:
     return _app
 
 
+def _under_celery_command() -> bool:
+    """Whether this process is the ``celery`` command (``celery ...`` or ``python -m celery``)."""
+    command = sys.argv[0] if sys.argv else ""
+    return os.path.basename(command) == "celery" or command.endswith(
+        os.path.join("celery", "__main__.py")
+    )
+
+
 def __getattr__(name: str) -> Any:
     if name == "app":
         from resilience.errors import ConfigurationError  # noqa: PLC0415 - keeps the import light
@@ -41,6 +50,8 @@ def __getattr__(name: str) -> Any:
         try:
             return get_app()
         except ConfigurationError as invalid:
+            if not _under_celery_command():
+                raise  # a program of the user's handles it (or shows it) itself
             # `celery -A worker` turns any exception of the app's loading into its own
             # traceback; a bad setting is one line, and exit 2, as in the CLI.
             print(f"error: {invalid.message}", file=sys.stderr)
