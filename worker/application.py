@@ -7,8 +7,11 @@ from typing import Any
 
 import structlog
 from celery import Celery, signals
+from redis import Redis
 
+from resilience.connection import connect
 from resilience.keys import KeySpace
+from resilience.persistence import persistence_of
 from resilience.scrub import Scrubber
 from resilience.task import RUNTIME_SETTING
 from tasks.routing import ROUTES, queue_declarations
@@ -26,6 +29,21 @@ __all__ = ["TASK_MODULES", "create_app"]
 TASK_MODULES = ("tasks.trading", "tasks.escalation")
 
 _log = structlog.get_logger("alchemiser.worker")
+
+
+def warn_without_persistence(client: Redis) -> None:
+    """Log ``redis_without_persistence`` when the state Redis has neither AOF nor RDB on."""
+    try:
+        found = persistence_of(client)
+    except Exception as exc:  # a start-up warning must not stop the worker
+        _log.warning("redis_persistence_unknown", error=type(exc).__name__)
+        return
+    if found.durable is False:
+        _log.warning(
+            "redis_without_persistence",
+            advice="dead letters, paper orders, breaker state and alerts are lost when this"
+            " Redis restarts: turn on AOF (appendonly yes) or RDB snapshots (save ...)",
+        )
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -121,9 +139,24 @@ def create_app(settings: Settings | None = None) -> Celery:
         # Successful runs are recorded late: settle what is still tallied before exit.
         provider.flush()
 
-    def unbind_legacy_queues(sender: Any, **_: Any) -> None:
+    _prepare_each_worker(app, settings)
+    signals.worker_process_shutdown.connect(flush_outcomes, weak=False)
+    signals.worker_shutdown.connect(flush_outcomes, weak=False)
+    return app
+
+
+def _prepare_each_worker(app: Celery, settings: Settings) -> None:
+    """At a worker's start, before it consumes: say whether the state Redis persists, and drop
+    the queue bindings older releases left behind (they fan tasks out)."""
+
+    def prepare_worker(sender: Any, **_: Any) -> None:
         if sender.app is not app:
             return
+        client = connect(settings.redis_url, socket_timeout_s=settings.redis_socket_timeout_s)
+        try:
+            warn_without_persistence(client)
+        finally:
+            client.close()
         try:
             dropped = drop_legacy_bindings(app)
         except Exception as exc:  # the worker still runs; the operator is told what is left
@@ -132,8 +165,4 @@ def create_app(settings: Settings | None = None) -> Celery:
             if dropped:
                 _log.info("legacy_queue_bindings_dropped", queues=dropped)
 
-    # Before the worker consumes: bindings older releases left behind fan tasks out.
-    signals.worker_init.connect(unbind_legacy_queues, weak=False)
-    signals.worker_process_shutdown.connect(flush_outcomes, weak=False)
-    signals.worker_shutdown.connect(flush_outcomes, weak=False)
-    return app
+    signals.worker_init.connect(prepare_worker, weak=False)
