@@ -68,6 +68,9 @@ def create_app(settings: Settings | None = None) -> Celery:
         transport_options["global_keyprefix"] = keys.broker_prefix
         transport_options["socket_timeout"] = 5.0
         transport_options["socket_connect_timeout"] = 5.0
+        # kombu looks for messages past the visibility timeout every 10 s but, by default,
+        # scans only on every 10th look: a dead worker's messages waited up to 100 s more.
+        transport_options["unacked_restore_throttle"] = 1
         if settings.effective_broker_url.startswith("redis://"):
             # An item on a queue that is not a kombu envelope reaches the consumer (and
             # quarantine) instead of stopping the worker inside kombu's event loop.

@@ -176,11 +176,12 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_read_timeout(
 
 
 def test_a_failing_source_is_logged_once_a_minute_not_per_request(
-    scripted: Scripted, server: ObservabilityServer, capsys: pytest.CaptureFixture[str]
+    scripted: Scripted, server: ObservabilityServer, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """Twenty failed probes of /health while Redis is down: one log line."""
     scripted.fail = True
     for _ in range(20):
         assert requests.get(f"{server.url}/health", timeout=5).status_code == 503
-    captured = capsys.readouterr()
+    # capfd: the structured log writes to the process's own stderr, not sys.stderr.
+    captured = capfd.readouterr()
     assert (captured.out + captured.err).count("http_request_failed") == 1

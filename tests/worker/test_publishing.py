@@ -40,3 +40,13 @@ def test_argsrepr_and_kwargsrepr_are_scrubbed_and_the_body_is_not(
     )
     assert message["args"] == [f"key {SECRET}"]
     assert message["kwargs"] == {"symbol": "AAPL", "api_key": "hunter2-kw", "note": SECRET}
+
+
+def test_a_dead_workers_messages_are_looked_for_at_every_restore_interval(redis_url: str) -> None:
+    """On the Redis broker kombu scans for messages past the visibility timeout at every
+    restore interval (10 s), not at every 10th (its default throttle: up to 100 s late)."""
+    app = create_app(Settings(redis_url=redis_url, namespace="unused"))
+    try:
+        assert app.conf.broker_transport_options["unacked_restore_throttle"] == 1
+    finally:
+        app.close()
