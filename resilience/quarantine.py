@@ -23,7 +23,7 @@ from resilience.errors import MalformedMessageError
 from resilience.scrub import Scrubber
 from resilience.task import ResilienceRuntime
 
-__all__ = ["RAW_BODY_LIMIT", "quarantine", "quarantined"]
+__all__ = ["RAW_BODY_LIMIT", "quarantine", "quarantine_message", "quarantined"]
 
 _log = structlog.get_logger("alchemiser.quarantine")
 
@@ -145,3 +145,18 @@ def quarantine(
         reason=entry.message,
     )
     return entry
+
+
+def quarantine_message(
+    runtime: ResilienceRuntime, message: Any, *, reason: str, hostname: str
+) -> DeadLetter | None:
+    """:func:`quarantine` of a broker message (kombu's: ``body``, ``headers``,
+    ``delivery_info``; any of them may be missing on a message that is garbage)."""
+    return quarantine(
+        runtime,
+        body=getattr(message, "body", None),
+        headers=getattr(message, "headers", None),
+        delivery_info=getattr(message, "delivery_info", None),
+        reason=reason,
+        hostname=hostname,
+    )

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from celery.worker.consumer import Consumer
 
-from resilience.quarantine import quarantine
+from resilience.quarantine import quarantine_message
 from resilience.task import RUNTIME_SETTING, ResilienceRuntime
 
 __all__ = ["QuarantiningConsumer", "malformed_headers"]
@@ -85,13 +85,6 @@ class QuarantiningConsumer(Consumer):
 
     def _quarantine(self, message: Any, reason: str) -> None:
         provider: Callable[[], ResilienceRuntime] = self.app.conf[RUNTIME_SETTING]
-        quarantine(
-            provider(),
-            body=getattr(message, "body", None),
-            headers=getattr(message, "headers", None),
-            delivery_info=getattr(message, "delivery_info", None),
-            reason=reason,
-            hostname=str(self.hostname or ""),
-        )
+        quarantine_message(provider(), message, reason=reason, hostname=str(self.hostname or ""))
         if not message.acknowledged:
             message.ack_log_error(_log, self.connection_errors)

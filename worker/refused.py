@@ -12,27 +12,21 @@ from typing import Any
 
 from celery import Celery, signals
 
-from resilience.quarantine import quarantine
+from resilience.quarantine import quarantine_message
 from resilience.task import ResilienceRuntime
 
 __all__ = ["quarantine_refused_messages"]
 
 
 def quarantine_refused_messages(app: Celery, runtime: Callable[[], ResilienceRuntime]) -> None:
-    """Connect the signals of ``app``'s consumers to :func:`resilience.quarantine.quarantine`."""
+    """Connect the signals of ``app``'s consumers to quarantine (``quarantine_message``)."""
 
     def ours(sender: Any) -> bool:
         return getattr(sender, "app", None) is app
 
     def keep(sender: Any, message: Any, reason: str) -> None:
-        quarantine(
-            runtime(),
-            body=getattr(message, "body", None),
-            headers=getattr(message, "headers", None),
-            delivery_info=getattr(message, "delivery_info", None),
-            reason=reason,
-            hostname=str(getattr(sender, "hostname", "") or ""),
-        )
+        hostname = str(getattr(sender, "hostname", "") or "")
+        quarantine_message(runtime(), message, reason=reason, hostname=hostname)
 
     def on_unknown(sender: Any, message: Any, name: Any = None, **_: Any) -> None:
         if ours(sender):

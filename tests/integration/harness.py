@@ -34,6 +34,32 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
         pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
+EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def publish_raw(
+    app: Celery,
+    body: Any,
+    *,
+    task: str,
+    queue: str = "trading",
+    **headers: Any,
+) -> str:
+    """Publish a Celery protocol-2 message (or anything else as its body) straight to
+    ``queue``'s exchange and key, with ``headers`` added or overriding; its task id."""
+    task_id = str(uuid.uuid4())
+    message_headers = {
+        "lang": "py", "task": task, "id": task_id, "root_id": task_id, "parent_id": None,
+        "group": None, "retries": 0, "eta": None, "expires": None, **headers,
+    }  # fmt: skip
+    with app.connection_for_write() as connection:
+        connection.Producer().publish(
+            body, exchange=queue, routing_key=queue, headers=message_headers,
+            serializer="json", retry=True,
+        )  # fmt: skip
+    return task_id
+
+
 def order_kwargs(
     symbol: str = "AAPL", qty: float = 1, *, ttl_s: float = 600, **extra: Any
 ) -> dict[str, Any]:

@@ -3,28 +3,15 @@ worker process goes on booking orders."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from tests.integration.harness import Deployment, order_kwargs, wait_for
+from tests.integration.harness import EMBED, Deployment, order_kwargs, publish_raw, wait_for
 
 pytestmark = pytest.mark.integration
 
-EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-
 
 def _publish(deployment: Deployment, body: object, **headers: object) -> str:
-    task_id = str(uuid.uuid4())
-    message_headers = {"lang": "py", "task": "tasks.submit_order", "id": task_id,
-                       "root_id": task_id, "parent_id": None, "group": None, "retries": 0,
-                       "eta": None, "expires": None, **headers}  # fmt: skip
-    with deployment.app.connection_for_write() as connection:
-        connection.Producer().publish(
-            body, exchange="trading", routing_key="trading", headers=message_headers,
-            serializer="json", retry=True,
-        )  # fmt: skip
-    return task_id
+    return publish_raw(deployment.app, body, task="tasks.submit_order", **headers)
 
 
 @pytest.mark.parametrize(

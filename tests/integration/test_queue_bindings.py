@@ -8,7 +8,6 @@ one worker at ``-l INFO`` and count Celery's own ``succeeded`` lines per task id
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 
 import pytest
@@ -18,7 +17,7 @@ from kombu.transport.redis import Channel as RedisChannel
 
 from tasks.routing import QUEUES, ROUTES
 from tasks.trading import fetch_quote, submit_order
-from tests.integration.harness import Deployment, order_kwargs, wait_for
+from tests.integration.harness import EMBED, Deployment, order_kwargs, publish_raw, wait_for
 from worker.fleet import WorkerProcess, start_worker, wait_until_ready
 
 pytestmark = pytest.mark.integration
@@ -53,22 +52,8 @@ def _runs(worker: WorkerProcess, task_name: str, task_id: str) -> int:
 
 def _publish_raw(app: Celery, task_name: str, kwargs: dict[str, object]) -> str:
     """Publish a Celery (protocol 2) message straight to its queue's exchange and key."""
-    task_id = str(uuid.uuid4())
     queue = ROUTES[task_name]["queue"]
-    headers = {"lang": "py", "task": task_name, "id": task_id, "root_id": task_id,
-               "parent_id": None, "group": None, "retries": 0, "eta": None,
-               "expires": None}  # fmt: skip
-    body = [[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-    with app.connection_for_write() as connection:
-        connection.Producer().publish(
-            body,
-            exchange=queue,
-            routing_key=queue,
-            headers=headers,
-            serializer="json",
-            retry=True,
-        )
-    return task_id
+    return publish_raw(app, [[], kwargs, EMBED], task=task_name, queue=queue)
 
 
 def _drain(deployment: Deployment, worker: WorkerProcess, queues: tuple[str, ...]) -> None:

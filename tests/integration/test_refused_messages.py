@@ -5,13 +5,12 @@ run, and messages that cannot run as tasks are quarantined as dead letters with 
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
 from resilience.replay import Replayer
 from tasks.replay import prepare_replay
-from tests.integration.harness import Deployment, order_kwargs, wait_for
+from tests.integration.harness import EMBED, Deployment, order_kwargs, publish_raw, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,17 +21,7 @@ def _publish(
     deployment: Deployment, task: str, kwargs: dict[str, object], **headers: object
 ) -> str:
     """Publish a task message to ``trading`` with extra protocol headers (e.g. a bad ``eta``)."""
-    task_id = str(uuid.uuid4())
-    message_headers = {"lang": "py", "task": task, "id": task_id, "root_id": task_id,
-                       "parent_id": None, "group": None, "retries": 0, "eta": None,
-                       "expires": None, **headers}  # fmt: skip
-    body = [[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-    with deployment.app.connection_for_write() as connection:
-        connection.Producer().publish(
-            body, exchange="trading", routing_key="trading", headers=message_headers,
-            serializer="json", retry=True,
-        )  # fmt: skip
-    return task_id
+    return publish_raw(deployment.app, [[], kwargs, EMBED], task=task, **headers)
 
 
 def test_a_valid_order_with_a_malformed_header_of_ours_is_booked(deployment: Deployment) -> None:
