@@ -14,7 +14,7 @@ import json
 import uuid
 import zlib
 from datetime import UTC, datetime
-from typing import Literal, cast
+from typing import Literal, cast, get_args
 
 from redis import Redis
 
@@ -27,7 +27,14 @@ from tasks.brokers import calendar
 from tasks.brokers.base import Account, BrokerAPIError, Order, Position, Quote
 from tasks.payloads import OrderRequest
 
-__all__ = ["MarketHours", "PaperBroker"]
+__all__ = ["CHAOS_TARGETS", "ChaosOperation", "MarketHours", "PaperBroker"]
+
+# The operations that consult fault rules (`alchemiser chaos inject TARGET`); a rule for any
+# other target would never fire.
+ChaosOperation = Literal[
+    "cancel_order", "get_account", "get_order", "get_quote", "list_positions", "submit_order"
+]
+CHAOS_TARGETS: tuple[str, ...] = tuple(f"broker.{op}" for op in get_args(ChaosOperation))
 
 MarketHours = Literal["always_open", "regular"]
 
@@ -61,7 +68,7 @@ class PaperBroker:
         self._submit = register(client, "tasks", "paper_submit")
         self._cancel = register(client, "tasks", "paper_cancel")
 
-    def _strike(self, operation: str, phase: Literal["before", "after"]) -> None:
+    def _strike(self, operation: ChaosOperation, phase: Literal["before", "after"]) -> None:
         if self._chaos is not None:
             self._chaos.strike(f"broker.{operation}", phase)
 

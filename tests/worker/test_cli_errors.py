@@ -15,11 +15,10 @@ from resilience.chaos import ChaosStore, Phase
 from resilience.clock import SystemClock
 from resilience.errors import ConfigurationError
 from resilience.keys import KeySpace
-from tasks.brokers.paper import PaperBroker
+from tasks.brokers.paper import CHAOS_TARGETS, PaperBroker
 from tasks.payloads import OrderRequest, parse_payload
 from tests.worker.cli_process import cli_environment, run_cli
 from tests.worker.test_cli import queued
-from worker.cli.chaos import CHAOS_TARGETS
 from worker.settings import load_settings
 
 # (variable, value, what the one line says besides the variable's name)

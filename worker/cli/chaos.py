@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from resilience.chaos import FOREIGN_FAULTS, ChaosRule, Phase
+from tasks.brokers.paper import CHAOS_TARGETS
 from worker.cli.context import (
     EXIT_USAGE,
     CliError,
@@ -23,18 +24,7 @@ from worker.cli.context import (
 )
 from worker.settings import DAY_S, WEEK_S
 
-__all__ = ["CHAOS_TARGETS", "app"]
-
-# The operations the paper broker consults fault rules for (tasks/brokers/paper.py; a test
-# pins the two together). A rule for any other target would never fire.
-CHAOS_TARGETS = (
-    "broker.cancel_order",
-    "broker.get_account",
-    "broker.get_order",
-    "broker.get_quote",
-    "broker.list_positions",
-    "broker.submit_order",
-)
+__all__ = ["app"]
 
 # Bounds of `chaos inject`: a drill's rule, not a permanent outage or a worker asleep for good.
 MAX_DURATION_S = WEEK_S
