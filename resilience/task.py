@@ -61,6 +61,9 @@ ADMISSION_JITTER = 0.5
 
 _log = structlog.get_logger("alchemiser.task")
 
+# Where a delivery's parsed header is kept on Celery's request context (one per delivery).
+_STATE_ATTRIBUTE = "alchemiser_delivery_state"
+
 
 @dataclass(frozen=True, slots=True)
 class ResilienceRuntime:
@@ -199,6 +202,16 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         dead-lettered as it would have been."""
         return None
 
+    def delivery_state(self) -> DeliveryState:
+        """What this delivery's ``alchemiser`` header says, read once per delivery (a malformed
+        header is logged once, however often the task asks)."""
+        request = self.request
+        state: DeliveryState | None = getattr(request, _STATE_ATTRIBUTE, None)
+        if state is None:
+            state = DeliveryState.from_headers(request.headers)
+            setattr(request, _STATE_ATTRIBUTE, state)
+        return state
+
     def client_order_id_of(self, kwargs: dict[str, Any]) -> str | None:
         """The order's idempotency key, if the task is an order."""
         value = kwargs.get("client_order_id")
@@ -231,7 +244,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     ) -> Any:
         """One delivery: quarantine, deadline, admission, the body and its failure handling."""
         request = self.request
-        state = DeliveryState.from_headers(request.headers)
+        state = self.delivery_state()
         redelivered = bool((request.delivery_info or {}).get("redelivered"))
         if redelivered:
             redeliveries = self._count_redelivery(runtime, state)

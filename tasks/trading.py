@@ -60,9 +60,8 @@ class TradingTask(ResilientTask):
 
     def may_have_reached_broker(self) -> bool:
         """Whether an earlier delivery of this task may already have acted at the broker."""
-        request = self.request
-        state = DeliveryState.from_headers(request.headers)
-        redelivered = bool((request.delivery_info or {}).get("redelivered"))
+        state = self.delivery_state()
+        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
         return redelivered or state.failures > 0 or state.replay_of is not None
 
 
@@ -112,7 +111,7 @@ class OrderTask(TradingTask):
         existing = self.trading.broker.get_order_by_client_id(request.client_order_id)
         if existing is None or _differences(request, existing):
             return None
-        return _already_placed(self, request, existing)
+        return _placed_before(self, existing)
 
 
 _IDENTITY = ("symbol", "side", "qty", "type", "limit_price")
@@ -148,6 +147,11 @@ def _already_placed(task: OrderTask, request: OrderRequest, existing: Order) -> 
             f" the broker; this order was not placed. Differs in: {described}",
             details={"broker_order_id": existing.id, "differing_fields": list(differences)},
         )
+    return _placed_before(task, existing)
+
+
+def _placed_before(task: OrderTask, existing: Order) -> dict[str, Any]:
+    """The result of an order an earlier delivery placed (``existing`` is this very order)."""
     _log.info("order_already_placed", client_order_id=existing.client_order_id)
     task.runtime.outcomes.incr("duplicate_avoided", task.name)
     return {"order": existing.to_dict(), "duplicate_avoided": True}

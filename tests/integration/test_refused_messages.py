@@ -25,8 +25,8 @@ def _publish(
 
 
 def test_a_valid_order_with_a_malformed_header_of_ours_is_booked(deployment: Deployment) -> None:
-    """Each garbled ``alchemiser`` header is read as absent and said in the log; the orders
-    are booked, none dropped and none dead-lettered."""
+    """Each garbled ``alchemiser`` header is read as absent and said once in the log; the
+    orders are booked, none dropped and none dead-lettered."""
     deployment.start_workers(concurrency=1)
     orders = [order_kwargs() for _ in MALFORMED_HEADERS]
     for order, header in zip(orders, MALFORMED_HEADERS, strict=True):
@@ -34,12 +34,12 @@ def test_a_valid_order_with_a_malformed_header_of_ours_is_booked(deployment: Dep
     ids = {o["client_order_id"] for o in orders}
     wait_for(lambda: ids <= deployment.booked(), 30, "every order booked")
     assert deployment.runtime.resilience.dead_letters.entries() == []
-    expected = {repr(header) for header in MALFORMED_HEADERS}
+    expected = sorted(repr(header) for header in MALFORMED_HEADERS)
 
-    def logged() -> set[str]:
-        return {e["header"] for e in deployment.log_events("malformed_delivery_header")}
+    def logged() -> list[str]:
+        return sorted(e["header"] for e in deployment.log_events("malformed_delivery_header"))
 
-    wait_for(lambda: logged() == expected, 10, "each malformed header said in the log")
+    wait_for(lambda: logged() == expected, 10, "each malformed header said once in the log")
 
 
 @pytest.mark.parametrize(
