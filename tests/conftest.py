@@ -4,7 +4,9 @@
 it answers, else a private ``redis-server`` from PATH started for the session. Without either
 the tests that need Redis fail (a suite that skipped them would hide their failures in CI).
 ``client`` is a client of it; ``keys`` is a namespace of one test's own, whose keys are deleted
-afterwards. ``fake_alpaca`` is a started :class:`~tests.fakes.alpaca_api.FakeAlpacaAPI`.
+afterwards. ``fake_alpaca`` is a started :class:`~tests.fakes.alpaca_api.FakeAlpacaAPI`;
+``smtp``, ``slack``, ``hook`` and ``sentry`` are local receivers for the notification channels
+and Sentry's envelopes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import redis
 from resilience.connection import connect
 from resilience.keys import KeySpace
 from tests.fakes.alpaca_api import FakeAlpacaAPI
+from tests.fakes.http_receiver import HttpReceiver
+from tests.fakes.sentry_receiver import SentryReceiver
+from tests.fakes.smtp_server import SmtpServer
 from tests.namespaces import RUN_ID, fresh_namespace
 from worker.embedded import private_redis_server, redis_answers
 
@@ -81,3 +86,31 @@ def fake_alpaca() -> Iterator[FakeAlpacaAPI]:
     """A fake Alpaca API on a free loopback port; stopped, its threads joined, afterwards."""
     with FakeAlpacaAPI() as api:
         yield api
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A started plain SMTP server on a free loopback port; stopped afterwards."""
+    with SmtpServer() as started:
+        yield started
+
+
+@pytest.fixture
+def slack() -> Iterator[HttpReceiver]:
+    """A local Slack incoming webhook."""
+    with HttpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def hook() -> Iterator[HttpReceiver]:
+    """A local generic webhook."""
+    with HttpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def sentry() -> Iterator[SentryReceiver]:
+    """A local Sentry ingest endpoint."""
+    with SentryReceiver() as receiver:
+        yield receiver

@@ -110,6 +110,15 @@ class Deployment:
     def submit(self, kwargs: dict[str, Any]) -> str:
         return str(self.app.send_task("tasks.submit_order", kwargs=kwargs).id)
 
+    def book(self, count: int, timeout_s: float = 60) -> set[str]:
+        """Submit ``count`` valid orders and wait until every one is booked; their ids."""
+        orders = [order_kwargs() for _ in range(count)]
+        for order in orders:
+            self.submit(order)
+        ids = {o["client_order_id"] for o in orders}
+        wait_for(lambda: ids <= self.booked(), timeout_s, f"{count} valid orders booked")
+        return ids
+
     def booked(self) -> set[str]:
         return {o.client_order_id for o in self.paper.list_orders()}
 

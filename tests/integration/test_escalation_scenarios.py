@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,24 +34,6 @@ pytestmark = pytest.mark.integration
 
 SLACK_PATH = "/services/T000/B000/SlackSecret42"
 POLL_EVERY_S = "1"
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def slack() -> Iterator[HttpReceiver]:
-    with HttpReceiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture
-def hook() -> Iterator[HttpReceiver]:
-    with HttpReceiver() as receiver:
-        yield receiver
 
 
 def email_settings(smtp: SmtpServer) -> dict[str, str]:

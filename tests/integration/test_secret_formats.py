@@ -5,7 +5,7 @@ event and no Slack or webhook payload on real workers (issue 13, item 8)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import cast
 
 import pytest
@@ -21,27 +21,6 @@ pytestmark = pytest.mark.integration
 STRIPE_KEY = "sk_live_ABC123SECRET"
 PRIVATE_KEY = "PRIVKEY0001"
 SECRETS = (STRIPE_KEY, PRIVATE_KEY)
-
-
-@pytest.fixture
-def slack() -> Iterator[HttpReceiver]:
-    """A local Slack incoming webhook."""
-    with HttpReceiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture
-def hook() -> Iterator[HttpReceiver]:
-    """A local generic webhook."""
-    with HttpReceiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture
-def sentry() -> Iterator[SentryReceiver]:
-    """A local Sentry ingest endpoint."""
-    with SentryReceiver() as receiver:
-        yield receiver
 
 
 def read(client: Redis, key: str) -> object:

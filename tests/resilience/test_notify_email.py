@@ -13,7 +13,6 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -82,13 +81,6 @@ def closed_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    """A started plain SMTP server on a free loopback port; stopped afterwards."""
-    with SmtpServer() as started:
-        yield started
 
 
 @pytest.fixture(scope="module")

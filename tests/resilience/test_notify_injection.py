@@ -3,10 +3,6 @@ markers are shown literally, and a line break never leaves the Subject."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from resilience.notify.email import EmailChannel, EmailConfig
 from resilience.notify.model import Example, Notification, group_key
 from resilience.notify.render import slack
@@ -50,13 +46,6 @@ def test_slack_plain_text_header_and_link_urls_are_not_marked_up() -> None:
     assert blocks[0]["text"]["text"].startswith("[CRITICAL] Insufficient_Funds in")
     links = blocks[-1]["text"]["text"]
     assert "<https://runbooks.example.com/insufficient_funds?a=1&amp;b=2|Runbook>" in links
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    """A started plain SMTP server on a free loopback port; stopped afterwards."""
-    with SmtpServer() as started:
-        yield started
 
 
 def test_a_line_break_in_error_text_adds_no_email_header(smtp: SmtpServer) -> None:
