@@ -160,16 +160,17 @@ class _Demo:
             with self.console.status(self.counters()) as status:
                 done = _wait(condition, timeout_s, lambda: status.update(self.counters()))
         else:
-            shown = [""]
-            next_at = [time.monotonic() + PROGRESS_EVERY_S]
+            shown = ""
+            next_at = time.monotonic() + PROGRESS_EVERY_S
 
             def tick() -> None:
-                if time.monotonic() < next_at[0]:
+                nonlocal shown, next_at
+                if time.monotonic() < next_at:
                     return
-                next_at[0] = time.monotonic() + PROGRESS_EVERY_S
+                next_at = time.monotonic() + PROGRESS_EVERY_S
                 line = self.counters()
-                if line != shown[0]:
-                    shown[0] = line
+                if line != shown:
+                    shown = line
                     self.console.print(f"   … {line}", highlight=False)
 
             done = _wait(condition, timeout_s, tick)
