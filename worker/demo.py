@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from resilience.chaos import ChaosRule
-from resilience.errors import ConfigurationError
+from resilience.errors import ConfigurationError, error_class_by_name
 from resilience.replay import Replayer
 from tasks.brokers.paper import PaperBroker
 from tasks.replay import prepare_replay, replay_publisher
@@ -188,7 +188,9 @@ class _Demo:
             store, prepare=prepare_replay(now_s=time.time), publish=replay_publisher(self.app)
         )
         replayed: list[str] = []
-        for entry in store.entries(status="dead", error_type="TradingClientError"):
+        for entry in store.entries(status="dead"):
+            if not _transient(entry.error_type):
+                continue
             result = replayer.replay(entry.id, actor="demo")
             if result.outcome == "replayed" and entry.client_order_id:
                 replayed.append(entry.client_order_id)
@@ -217,6 +219,14 @@ class _Demo:
             fields["client_order_id"] for _, fields in events if fields.get("event") == "accepted"
         )
         return sum(1 for n in accepted.values() if n > 1)
+
+
+def _transient(error_type: str) -> bool:
+    """Whether the error's policy retries it: such a dead letter only ran out of attempts."""
+    try:
+        return error_class_by_name(error_type).policy.retryable
+    except KeyError:
+        return False
 
 
 def _scenario(demo: _Demo, orders: int) -> DemoReport:
