@@ -1,4 +1,5 @@
-"""The Redis broker transport, made to hand the worker every message, readable or not.
+"""The Redis broker transport, made to hand the worker every message, readable or not, and
+to survive a Redis restart.
 
 kombu's Redis channel pops a message with BRPOP and parses it as JSON inside its event loop;
 a list item that is not a kombu envelope (``LPUSH <ns>:trading 'not json'``) raises there, and
@@ -52,6 +53,24 @@ def readable(item: bytes | str, queue: str) -> bytes | str:
 
 
 class _Channel(kombu_redis.Channel):
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        """kombu's parameters, remembered for when the transport was detached.
+
+        When Redis goes away, Celery's consumer collects the broken connection (which detaches
+        the transport from it, ``transport.client = None``) and then closes it; that close, and
+        the acks of tasks still running, build a new client for this channel, and kombu reads
+        the host from the detached client: ``AttributeError: 'NoneType' object has no attribute
+        'hostname'``, an "Unrecoverable error" that stops the worker. With the parameters
+        remembered, they reach Redis (or fail with a connection error, which kombu and Celery
+        handle) and the consumer reconnects.
+        """
+        remembered: dict[bool, dict[str, Any]] = self.__dict__.setdefault("_remembered", {})
+        if getattr(self.connection, "client", None) is None and asynchronous in remembered:
+            return dict(remembered[asynchronous])
+        params: dict[str, Any] = super()._connparams(asynchronous)  # type: ignore[misc]
+        remembered[asynchronous] = dict(params)
+        return params
+
     def _create_client(self, asynchronous: bool = False) -> Any:
         create = super()._create_client  # type: ignore[misc]
         client = create(asynchronous)

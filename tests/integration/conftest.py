@@ -43,17 +43,19 @@ JSON_SETTINGS = frozenset(
 def deployment_factory(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     created: list[Deployment] = []
 
-    def make(**overrides: str) -> Deployment:
+    def make(on_redis: str | None = None, **overrides: str) -> Deployment:
+        """A deployment on the shared Redis, or on the private server at ``on_redis``."""
+        url = on_redis or redis_url
         namespace = fresh_namespace("it")
         env = {
-            "ALCHEMISER_REDIS_URL": redis_url,
+            "ALCHEMISER_REDIS_URL": url,
             "ALCHEMISER_NAMESPACE": namespace,
             "ALCHEMISER_LOG_LEVEL": "INFO",
             "ALCHEMISER_RESOURCES": SPINE_RESOURCES,
             **overrides,
         }
         settings = Settings(
-            redis_url=redis_url,
+            redis_url=url,
             namespace=namespace,
             **{
                 k.removeprefix("ALCHEMISER_").lower(): json.loads(v) if k in JSON_SETTINGS else v
@@ -77,6 +79,8 @@ def deployment_factory(redis_url: str, tmp_path: Path) -> Iterator[Callable[...,
     for deployment in created:
         for worker in deployment.workers:
             worker.stop(timeout_s=10)
+        if deployment.settings.redis_url != redis_url:
+            continue  # a private server: it goes away with its data
         client = connect(redis_url)
         keys = list(client.scan_iter(match=f"{deployment.settings.namespace}:*", count=1000))
         if keys:
