@@ -13,6 +13,10 @@ with the guard and the dead letters added:
   ``half_open`` (probing) or ``disabled`` (bypassed by an operator); a task dead-lettered in the
   last 15 minutes.
 
+The deployment adds checks of what lives outside the fleet's state (``extra_checks``): on a
+Redis broker, messages held by a worker that is gone (:mod:`resilience.held_messages`), WARNING
+while they wait for a sweep and CRITICAL when nobody sweeps.
+
 Old dead letters waiting for an operator are reported (``dlq.awaiting``) but do not make the
 fleet unhealthy: they are work to do, not a fault now. Time is the fleet's clock (Redis time plus
 the chaos drill's shift), so ``alchemiser chaos clock`` ages an incident out as it does alerts.
@@ -21,7 +25,7 @@ the chaos drill's shift), so ``alchemiser chaos clock`` ages an incident out as 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -167,6 +171,7 @@ class HealthMonitor:
         clock: Clock,
         thresholds: StaticThresholds | None = None,
         recent_dead_letter_window_s: float = RECENT_DEAD_LETTER_WINDOW_S,
+        extra_checks: Sequence[Callable[[], HealthCheck]] = (),
     ) -> None:
         self._errors = errors
         self._breakers = breakers
@@ -175,6 +180,8 @@ class HealthMonitor:
         self._clock = clock
         self.thresholds = thresholds or StaticThresholds()
         self._recent_window_s = recent_dead_letter_window_s
+        # Checks of what lives outside the fleet's state (the broker's held messages).
+        self._extra_checks = tuple(extra_checks)
 
     def report(self) -> HealthReport:
         """The fleet's health now."""
@@ -195,6 +202,7 @@ class HealthMonitor:
             _recovery(recovery, rules),
             *(_breaker(b) for b in breakers),
             _recent_dead_letters(dlq["recent"], self._recent_window_s),
+            *(check() for check in self._extra_checks),
         )
         counts = self._errors.error_counts()
         status = max((c.status for c in checks), key=lambda s: _RANK[s])

@@ -23,6 +23,7 @@ from worker.refused import quarantine_refused_messages
 from worker.runtime import RuntimeProvider
 from worker.sentry import SentryReporter, install_sentry
 from worker.settings import Settings, load_settings
+from worker.transport import restore_sweep_s
 
 __all__ = ["TASK_MODULES", "create_app"]
 
@@ -70,11 +71,16 @@ def create_app(settings: Settings | None = None) -> Celery:
         transport_options["socket_connect_timeout"] = 5.0
         # kombu looks for messages past the visibility timeout every 10 s but, by default,
         # scans only on every 10th look: a dead worker's messages waited up to 100 s more.
+        # Live workers renew what they hold (worker.transport), so a message past the timeout
+        # is a dead worker's: it is restored within the timeout plus one sweep.
         transport_options["unacked_restore_throttle"] = 1
+        transport_options["unacked_restore_interval"] = restore_sweep_s(
+            settings.visibility_timeout_s
+        )
         if settings.effective_broker_url.startswith("redis://"):
             # An item on a queue that is not a kombu envelope reaches the consumer (and
             # quarantine) instead of stopping the worker inside kombu's event loop.
-            app.conf.broker_transport = "worker.transport:QuarantiningRedisTransport"
+            app.conf.broker_transport = "worker.transport:ResilientRedisTransport"
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

@@ -9,7 +9,7 @@ docs/OPERATIONS.md ("Metrics") lists them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import cast
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from resilience.guard_status import BreakerState, GuardStatus
+from resilience.held_messages import HeldMessages
 from resilience.notify.escalator import DeliveryStats
 from resilience.task import ResilienceRuntime
 from tasks.runtime import TradingRuntime
@@ -42,8 +43,11 @@ _TASK_OUTCOMES = {
 class FleetCollector(Collector):
     """Yields the fleet's metrics from Redis on every collect (no state of its own)."""
 
-    def __init__(self, runtime: ResilienceRuntime) -> None:
+    def __init__(
+        self, runtime: ResilienceRuntime, held: Callable[[], HeldMessages] | None = None
+    ) -> None:
         self._runtime = runtime
+        self._held = held
 
     def collect(self) -> Iterator[Metric]:
         """Every metric family, label values sorted so every process renders alike."""
@@ -52,6 +56,28 @@ class FleetCollector(Collector):
         yield from self._dead_letters()
         yield from self._guards()
         yield from self._notifications()
+        yield from self._held_messages()
+
+    def _held_messages(self) -> Iterator[Metric]:
+        if self._held is None:  # not a Redis broker: nothing is held past a lost consumer
+            return
+        held = self._held()
+        yield GaugeMetricFamily(
+            "alchemiser_broker_unacked_messages",
+            "Messages workers hold unacknowledged on the Redis broker.",
+            value=held.held,
+        )
+        yield GaugeMetricFamily(
+            "alchemiser_broker_unacked_past_visibility_messages",
+            "Unacknowledged messages whose worker stopped renewing them for longer than the"
+            " visibility timeout (a dead worker's, waiting for a restore sweep).",
+            value=held.past_timeout,
+        )
+        yield GaugeMetricFamily(
+            "alchemiser_broker_unacked_oldest_lease_age_seconds",
+            "Seconds since the oldest unacknowledged message's lease was renewed.",
+            value=held.oldest_lease_age_s,
+        )
 
     def _tasks(self) -> Iterator[Metric]:
         per_task: dict[str, dict[str, int]] = {outcome: {} for outcome in _TASK_OUTCOMES}
@@ -218,10 +244,13 @@ def _latency_histogram(latency: Mapping[str, Mapping[str, float]]) -> Metric:
     return histogram
 
 
-def render_metrics(runtime: TradingRuntime) -> bytes:
-    """The fleet's metrics in Prometheus' text exposition format (what ``/metrics`` serves)."""
+def render_metrics(
+    runtime: TradingRuntime, held: Callable[[], HeldMessages] | None = None
+) -> bytes:
+    """The fleet's metrics in Prometheus' text exposition format (what ``/metrics`` serves);
+    with ``held``, the Redis broker's unacknowledged messages too."""
     # A private registry: the global one would add this process's own metrics (GC, process),
     # which differ from one process to the next.
     registry = CollectorRegistry()
-    registry.register(FleetCollector(runtime.resilience))
+    registry.register(FleetCollector(runtime.resilience, held))
     return generate_latest(registry)

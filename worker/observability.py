@@ -9,6 +9,7 @@ so every host agrees and ``alchemiser chaos clock`` ages an incident out as it a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,16 +17,19 @@ from redis import Redis
 
 from resilience.deadletter import DeadLetterStore
 from resilience.guard_status import GuardStatus
-from resilience.health import HealthMonitor, HealthReport
+from resilience.health import HealthCheck, HealthMonitor, HealthReport
+from resilience.held_messages import held_messages_check
 from resilience.keys import KeySpace
 from resilience.metrics import ErrorMetrics
 from resilience.notify.alert_store import AlertStore
 from resilience.scrub import Scrubber
 from resilience.server_clock import ServerClock
 from worker.exporter import render_metrics
+from worker.held_messages import HeldMessageReader, held_message_reader
 from worker.http import Sources
 from worker.runtime import build_runtime
 from worker.settings import Settings
+from worker.transport import restore_sweep_s
 
 __all__ = ["DASHBOARD_WINDOW_S", "build_health_monitor", "build_sources"]
 
@@ -41,6 +45,7 @@ class _FleetReaders:
     clock: ServerClock
     metrics: ErrorMetrics
     guard_status: GuardStatus
+    held: HeldMessageReader | None
 
 
 def _readers(settings: Settings, client: Redis, keys: KeySpace) -> _FleetReaders:
@@ -49,7 +54,19 @@ def _readers(settings: Settings, client: Redis, keys: KeySpace) -> _FleetReaders
         clock=clock,
         metrics=ErrorMetrics(client, keys, clock, scrubber=Scrubber(settings.secret_values())),
         guard_status=GuardStatus(client, keys, settings.resource_configs),
+        held=held_message_reader(settings, keys),
     )
+
+
+def _held_checks(
+    settings: Settings, held: HeldMessageReader | None
+) -> tuple[Callable[[], HealthCheck], ...]:
+    if held is None:
+        return ()
+    # Three sweeps missed: no running worker is sweeping (each sweeps every restore_sweep_s).
+    timeout_s = settings.visibility_timeout_s
+    critical_after_s = timeout_s + 3 * restore_sweep_s(timeout_s)
+    return (lambda: held_messages_check(held.read(), critical_after_s=critical_after_s),)
 
 
 def _health_monitor(
@@ -64,6 +81,7 @@ def _health_monitor(
         AlertStore(client, keys, settings.grouping_timing, server_clock=readers.clock),
         clock=readers.clock,
         thresholds=settings.alert_thresholds_config.static,
+        extra_checks=_held_checks(settings, readers.held),
     )
 
 
@@ -86,5 +104,7 @@ def build_sources(settings: Settings) -> Sources:
         }
 
     return Sources(
-        health=monitor.report, metrics=lambda: render_metrics(runtime), dashboard=dashboard
+        health=monitor.report,
+        metrics=lambda: render_metrics(runtime, readers.held.read if readers.held else None),
+        dashboard=dashboard,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 
 from resilience.keys import KeySpace
@@ -48,5 +49,24 @@ def test_a_dead_workers_messages_are_looked_for_at_every_restore_interval(redis_
     app = create_app(Settings(redis_url=redis_url, namespace="unused"))
     try:
         assert app.conf.broker_transport_options["unacked_restore_throttle"] == 1
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize(("visibility_s", "sweep_s"), [(60.0, 10.0), (3600.0, 10.0), (8.0, 2.0)])
+def test_the_restore_sweep_is_at_most_a_quarter_of_the_visibility_timeout(
+    redis_url: str, visibility_s: float, sweep_s: float
+) -> None:
+    """A dead worker's messages are back within the timeout plus one sweep: kombu's 10 s, or
+    a quarter of a short timeout."""
+    app = create_app(
+        Settings(redis_url=redis_url, namespace="unused", visibility_timeout_s=visibility_s)
+    )
+    try:
+        options = app.conf.broker_transport_options
+        assert (options["visibility_timeout"], options["unacked_restore_interval"]) == (
+            visibility_s,
+            sweep_s,
+        )
     finally:
         app.close()
