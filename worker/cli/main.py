@@ -55,8 +55,32 @@ def demo(
 
 
 def main() -> None:
-    """Entry point of the ``alchemiser`` console script."""
-    app(prog_name="alchemiser")
+    """Entry point of the ``alchemiser`` console script.
+
+    Click's own errors (an unknown command, a value that is not a number) print as one line on
+    stderr, as the commands' own do, instead of a usage block and a framed message.
+    """
+    try:
+        code = app(prog_name="alchemiser", standalone_mode=False)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        raise SystemExit(1) from None
+    except typer.TyperException as error:  # Click's errors (Typer ships its own Click)
+        raise SystemExit(_report(error)) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _report(error: typer.TyperException) -> int:
+    """Print a Click error as one line (the help, for a group called without a command)."""
+    ctx = getattr(error, "ctx", None)
+    exit_code = int(getattr(error, "exit_code", 2))
+    if type(error).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        typer.echo(ctx.get_help())
+        return exit_code
+    message = " ".join(str(getattr(error, "format_message", error.__str__)()).split())
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    typer.echo(f"error: {message}{hint}", err=True)
+    return exit_code
 
 
 if __name__ == "__main__":
