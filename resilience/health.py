@@ -17,6 +17,9 @@ The deployment adds checks of what lives outside the fleet's state (``extra_chec
 Redis broker, messages held by a worker that is gone (:mod:`resilience.held_messages`), WARNING
 while they wait for a sweep and CRITICAL when nobody sweeps.
 
+A Redis that lost its data (:mod:`resilience.epoch`: the fleet epoch a worker remembered is
+gone) is CRITICAL for a day, first of all: every other figure starts again from nothing then.
+
 Old dead letters waiting for an operator are reported (``dlq.awaiting``) but do not make the
 fleet unhealthy: they are work to do, not a fault now. Time is the fleet's clock (Redis time plus
 the chaos drill's shift), so ``alchemiser chaos clock`` ages an incident out as it does alerts.
@@ -33,6 +36,7 @@ from typing import Any, Protocol
 from resilience.alerts import StaticThresholds
 from resilience.clock import Clock
 from resilience.deadletter import DeadLetterStore
+from resilience.epoch import EpochState
 from resilience.errors import error_class_by_name
 from resilience.guard_status import BreakerState, BreakerStatus
 from resilience.notify.alert_store import AlertState
@@ -103,6 +107,12 @@ class AlertSource(Protocol):
     def open_alerts(self) -> list[AlertState]: ...
 
 
+class EpochSource(Protocol):
+    """The fleet epoch and the last data loss (resilience.epoch.EpochStore)."""
+
+    def read(self) -> EpochState: ...
+
+
 @dataclass(frozen=True, slots=True)
 class HealthCheck:
     """One rule's verdict."""
@@ -168,6 +178,7 @@ class HealthMonitor:
         dead_letters: DeadLetterStore,
         alerts: AlertSource,
         *,
+        epochs: EpochSource,
         clock: Clock,
         thresholds: StaticThresholds | None = None,
         recent_dead_letter_window_s: float = RECENT_DEAD_LETTER_WINDOW_S,
@@ -177,6 +188,7 @@ class HealthMonitor:
         self._breakers = breakers
         self._dead_letters = dead_letters
         self._alerts = alerts
+        self._epochs = epochs
         self._clock = clock
         self.thresholds = thresholds or StaticThresholds()
         self._recent_window_s = recent_dead_letter_window_s
@@ -191,12 +203,14 @@ class HealthMonitor:
         critical = self._errors.critical_count(rules.critical_window_s)
         recovery = self._errors.recovery()
         breakers = tuple(self._breakers.breakers())
+        epoch = self._epochs.read()
         recent_ms = int((now_s - self._recent_window_s) * 1000)
         dlq = {
             "awaiting": self._dead_letters.awaiting(),
             "recent": self._dead_letters.dead_since(recent_ms),
         }
         checks = (
+            _redis_data(epoch),
             _critical_errors(critical, rules),
             _error_rate(error_rate, rules),
             _recovery(recovery, rules),
@@ -225,11 +239,24 @@ class HealthMonitor:
             },
             error_counts=counts,
             active_alerts=tuple(self._alerts.open_alerts()),
-            recommendations=recommendations_for(counts, breakers),
+            recommendations=recommendations_for(counts, breakers, data_lost=epoch.loss is not None),
         )
 
 
 _CUT_OFF = (BreakerState.OPEN, BreakerState.FORCED_OPEN)
+
+
+def _redis_data(state: EpochState) -> HealthCheck:
+    if state.loss is not None:
+        return HealthCheck("redis_data", HealthStatus.CRITICAL, state.loss.message)
+    if state.epoch is None:
+        return HealthCheck(
+            "redis_data", HealthStatus.HEALTHY, "no fleet epoch yet: no worker has started"
+        )
+    since = datetime.fromtimestamp(state.epoch.created_at, UTC).isoformat(timespec="seconds")
+    return HealthCheck(
+        "redis_data", HealthStatus.HEALTHY, f"epoch {state.epoch.epoch_id} kept since {since}"
+    )
 
 
 def _critical_errors(count: int, rules: StaticThresholds) -> HealthCheck:
@@ -341,10 +368,22 @@ _BREAKER_ADVICE = (
 )
 
 
+_DATA_LOSS_ADVICE = (
+    "Redis came back without its data, and nothing brings it back from Redis: turn on its"
+    " persistence (appendonly yes) before it restarts again, and rebuild what was lost from the"
+    " sources of truth (the broker's orders and positions). The check stays critical for 24 h"
+    " (docs/OPERATIONS.md, 'Redis lost its data')."
+)
+
+
 def recommendations_for(
-    error_counts: Mapping[str, int], breakers: Sequence[BreakerStatus]
+    error_counts: Mapping[str, int],
+    breakers: Sequence[BreakerStatus],
+    *,
+    data_lost: bool = False,
 ) -> tuple[str, ...]:
-    """Advice for the error classes present (each once, most errors first) and open breakers."""
+    """Advice for a data loss, open breakers and the error classes present (each once, most
+    errors first)."""
     advice: dict[str, int] = {}
     for key, count in error_counts.items():
         text = _advice_for(key.partition(":")[0])
@@ -353,6 +392,8 @@ def recommendations_for(
     ordered = sorted(advice, key=lambda text: -advice[text])
     if any(b.state in _CUT_OFF for b in breakers):
         ordered.insert(0, _BREAKER_ADVICE)
+    if data_lost:
+        ordered.insert(0, _DATA_LOSS_ADVICE)
     return tuple(ordered)
 
 

@@ -151,6 +151,16 @@ class KeySpace:
     def recovery(self) -> str:
         return self._key("metrics", "recovery")
 
+    # The fleet epoch (resilience/epoch.py): written by the first worker, never expiring, so
+    # the workers that remember it notice a Redis that lost its data; and the last such loss.
+    @property
+    def epoch(self) -> str:
+        return self._key("epoch", "record")
+
+    @property
+    def data_lost(self) -> str:
+        return self._key("epoch", "lost")
+
     # Paper broker (the simulated exchange)
     @property
     def paper_orders(self) -> str:

@@ -17,6 +17,7 @@ from resilience.task import RUNTIME_SETTING
 from tasks.routing import ROUTES, queue_declarations
 from tasks.runtime import ORDER_TTL_SETTING, TRADING_RUNTIME_SETTING
 from worker.bindings import drop_legacy_bindings
+from worker.epoch_watch import EpochStep
 from worker.logging import configure_logging, scrub_handlers
 from worker.publishing import SCRUBBER_SETTING
 from worker.refused import quarantine_refused_messages
@@ -149,6 +150,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         provider.flush()
 
     _prepare_each_worker(app, settings)
+    # Each worker remembers the fleet epoch, so a Redis that lost its data is noticed.
+    app.steps["consumer"].add(EpochStep)
     signals.worker_process_shutdown.connect(flush_outcomes, weak=False)
     signals.worker_shutdown.connect(flush_outcomes, weak=False)
     return app

@@ -16,6 +16,7 @@ from typing import Any
 from redis import Redis
 
 from resilience.deadletter import DeadLetterStore
+from resilience.epoch import EpochStore
 from resilience.guard_status import GuardStatus
 from resilience.health import HealthCheck, HealthMonitor, HealthReport
 from resilience.held_messages import held_messages_check
@@ -79,6 +80,7 @@ def _health_monitor(
             client, keys, max_entries=settings.dlq_max_entries, retention_s=settings.dlq_retention_s
         ),
         AlertStore(client, keys, settings.grouping_timing, server_clock=readers.clock),
+        epochs=EpochStore(client, keys, readers.clock),
         clock=readers.clock,
         thresholds=settings.alert_thresholds_config.static,
         extra_checks=_held_checks(settings, readers.held),

@@ -71,6 +71,7 @@ MAX_VISIBILITY_TIMEOUT_S = DAY_S  # an unacknowledged message lost is restored w
 MIN_VISIBILITY_TIMEOUT_S = 4.0
 MAX_COUNTDOWN_S = DAY_S
 MAX_ORDER_TTL_S = WEEK_S  # also bounds `order submit --ttl` and `dlq replay --ttl`
+MAX_EPOCH_CHECK_S = 3600.0  # a Redis that lost its data is noticed within the hour at worst
 MAX_DLQ_RETENTION_S = 365 * DAY_S
 MAX_DLQ_ENTRIES = 10_000_000
 MAX_PAPER_CASH = 1e12
@@ -125,6 +126,10 @@ class Settings(BaseSettings):
     max_redeliveries: int = Field(default=3, ge=0, le=100)
     order_ttl_s: float = Field(default=300.0, gt=0, le=MAX_ORDER_TTL_S, allow_inf_nan=False)
     redis_socket_timeout_s: float = Field(default=1.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
+    # How often each worker looks at the fleet epoch (worker/epoch_watch.py).
+    redis_epoch_check_s: float = Field(
+        default=10.0, gt=0, le=MAX_EPOCH_CHECK_S, allow_inf_nan=False
+    )
 
     dlq_max_entries: int = Field(default=10_000, ge=1, le=MAX_DLQ_ENTRIES)
     dlq_retention_s: float = Field(

@@ -1,5 +1,5 @@
-"""The health rules and report (resilience.health): scripted error signals and breakers, the
-real dead-letter store on Redis, an injected clock."""
+"""The health rules and report (resilience.health): scripted error signals, breakers and fleet
+epoch, the real dead-letter store on Redis, an injected clock."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import redis
 from resilience.alerts import StaticThresholds
 from resilience.clock import ManualClock
 from resilience.deadletter import DeadLetterStore
+from resilience.epoch import DataLoss, Epoch, EpochState, LossCause
 from resilience.guard_status import BreakerState, BreakerStatus
 from resilience.health import (
     RECOMMENDATIONS,
@@ -82,6 +83,16 @@ class Alerts:
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC).timestamp()
 
 
+@dataclass
+class Epochs:
+    """The fleet epoch as a test sets it."""
+
+    state: EpochState = field(default_factory=lambda: EpochState(Epoch("e1", NOW - 3600), None))
+
+    def read(self) -> EpochState:
+        return self.state
+
+
 @pytest.fixture
 def dead_letters(client: redis.Redis, keys: KeySpace) -> DeadLetterStore:
     return DeadLetterStore(client, keys)
@@ -92,12 +103,14 @@ def monitor(
     signals: Signals | None = None,
     breakers: Breakers | None = None,
     alerts: Alerts | None = None,
+    epochs: Epochs | None = None,
 ) -> HealthMonitor:
     return HealthMonitor(
         signals or Signals(),
         breakers or Breakers({"broker.orders": BreakerState.CLOSED}),
         dead_letters,
         alerts or Alerts(),
+        epochs=epochs or Epochs(),
         clock=ManualClock(NOW),
     )
 
@@ -113,6 +126,7 @@ def test_a_quiet_fleet_is_healthy_and_says_so(dead_letters: DeadLetterStore) -> 
     document = report.to_dict()
     assert document["status"] == "healthy"
     assert [c["name"] for c in document["checks"]] == [
+        "redis_data",
         "critical_errors",
         "error_rate",
         "recovery",
@@ -232,7 +246,45 @@ def test_the_rules_follow_the_alert_thresholds(dead_letters: DeadLetterStore) ->
         Breakers(),
         dead_letters,
         Alerts(),
+        epochs=Epochs(),
         clock=ManualClock(NOW),
         thresholds=StaticThresholds(error_rate_per_min=0.5),
     ).report()
     assert (relaxed.status, strict.status) == (HealthStatus.HEALTHY, HealthStatus.WARNING)
+
+
+def test_a_redis_that_lost_its_data_is_critical_first_of_all(
+    dead_letters: DeadLetterStore,
+) -> None:
+    """The loss a worker recorded makes the fleet critical with its message, and its advice
+    comes before any other."""
+    loss = DataLoss("e1", "e2", LossCause.RESTARTED, NOW - 120, NOW - 60, restarted_at=NOW - 90)
+    epochs = Epochs(EpochState(Epoch("e2", NOW - 60), loss))
+    signals = Signals(counts={"RateLimitError:trading": 3})
+    found = monitor(dead_letters, signals, epochs=epochs).report()
+    assert (found.status, found.status.exit_code) == (HealthStatus.CRITICAL, 2)
+    assert found.reasons == (
+        "Redis lost its data at 2026-11-30T14:58:30+00:00 (epoch e1 gone; Redis restarted:"
+        " run_id changed): dead letters, breaker state, alerts and paper orders written before"
+        " then are gone; check Redis persistence (AOF)",
+    )
+    assert found.recommendations[0].startswith("Redis came back without its data")
+    assert len(found.recommendations) == 2
+
+
+@pytest.mark.parametrize(
+    ("state", "says"),
+    [
+        (EpochState(None, None), "no fleet epoch yet: no worker has started"),
+        (
+            EpochState(Epoch("e1", NOW - 3600), None),
+            "epoch e1 kept since 2026-11-30T14:00:00+00:00",
+        ),
+    ],
+)
+def test_a_new_namespace_and_a_kept_epoch_are_healthy(
+    dead_letters: DeadLetterStore, state: EpochState, says: str
+) -> None:
+    report = monitor(dead_letters, epochs=Epochs(state)).report()
+    assert report.status is HealthStatus.HEALTHY
+    assert report.checks[0].message == says

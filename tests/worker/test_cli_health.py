@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import redis
 
+from resilience.clock import SystemClock
+from resilience.epoch import EpochStore, ServerRun
 from resilience.guard_status import GuardStatus
 from resilience.keys import KeySpace
 from resilience.resources import DEFAULT_RESOURCES
@@ -29,3 +31,32 @@ def test_a_forced_open_breaker_is_critical_with_exit_code_2_and_advice(
     assert result.stdout.startswith("CRITICAL at ")
     assert "  - breaker broker.orders forced open by an operator" in result.stdout
     assert "* A breaker refuses every call to its resource" in result.stdout
+
+
+class _Runs:
+    """A server run a test can change: the restart of a Redis without persistence."""
+
+    def __init__(self) -> None:
+        self.run = ServerRun("run-a", 50.0)
+
+    def current(self) -> ServerRun:
+        return self.run
+
+
+def test_a_redis_that_lost_its_data_is_critical_with_what_to_do(
+    client: redis.Redis, ns: str
+) -> None:
+    """A worker saw the epoch; the epoch went with a restart: the loss leads the reasons."""
+    runs = _Runs()
+    store = EpochStore(client, KeySpace(ns), SystemClock(), runs=runs)
+    seen = store.look(None).sighting
+    client.delete(KeySpace(ns).epoch)
+    runs.run = ServerRun("run-b", 1.0)
+    assert store.look(seen).recorded
+    result = run("health")
+    assert result.exit_code == 2, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("CRITICAL at ")
+    assert lines[1].startswith("  - Redis lost its data at ")
+    assert f"(epoch {seen.epoch.epoch_id} gone; Redis restarted: run_id changed)" in lines[1]
+    assert "* Redis came back without its data" in result.stdout

@@ -258,6 +258,7 @@ UPPER_BOUNDS = [
     ("max_countdown_s", 86_400.0),
     ("order_ttl_s", 604_800.0),
     ("redis_socket_timeout_s", 60.0),
+    ("redis_epoch_check_s", 3600.0),
     ("alpaca_timeout_s", 60.0),
     ("smtp_timeout_s", 60.0),
     ("slack_timeout_s", 60.0),
