@@ -8,6 +8,14 @@ content type ``application/x-alchemiser-unreadable`` carrying the raw text, so i
 consumer as a message it cannot decode, which quarantines and acknowledges it
 (``worker.consumer``).
 
+kombu takes a message with BRPOP and records it as unacknowledged in a second command; a worker
+killed between the two (the reply waiting in its socket while the event loop is busy), or a
+Redis killed after logging the pop and before the reply reached the worker, lost the message
+for good (celery #4354): the soak lost 1 order in 1,000 that way. Here the worker takes a
+message with one script that pops it and records it as held (``lua/pop_and_hold.lua``), sent
+and read through kombu's own asynchronous BRPOP path; an idle worker looks again every
+:data:`IDLE_POLL_S`.
+
 kombu restores an unacknowledged message once it is older than the visibility timeout, whoever
 holds it: with the 1 h default, the orders a killed worker held came back an hour later, past
 their deadline; with a short timeout, a retry a live worker holds until its countdown ends was
@@ -22,11 +30,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from queue import Empty
 from typing import Any
 
 import structlog
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
+
+from resilience.scripts import lua_source
 
 __all__ = [
     "LEASE_RENEWALS_PER_TIMEOUT",
@@ -44,6 +56,9 @@ LEASE_RENEWALS_PER_TIMEOUT = 4
 
 # kombu's default sweep period for messages past the visibility timeout.
 RESTORE_SWEEP_MAX_S = 10.0
+# How soon a worker whose queues were empty looks at them again (a busy queue is read back to
+# back): the longest a message waits on an idle worker.
+IDLE_POLL_S = 0.05
 
 _log = structlog.get_logger("alchemiser.transport")
 
@@ -55,33 +70,50 @@ def restore_sweep_s(visibility_timeout_s: float) -> float:
     return min(RESTORE_SWEEP_MAX_S, visibility_timeout_s / LEASE_RENEWALS_PER_TIMEOUT)
 
 
-def _is_envelope(item: bytes | str) -> bool:
+def _envelope(item: bytes | str) -> dict[str, Any] | None:
+    """``item`` parsed, if it is a kombu envelope (what the pop script records as held)."""
     try:
         payload = json.loads(item)
     except (ValueError, TypeError):
-        return False
+        return None
     properties = payload.get("properties") if isinstance(payload, dict) else None
-    return isinstance(properties, dict) and "delivery_tag" in properties
+    # What the pop script records as held, and what kombu needs to record it itself.
+    if not isinstance(properties, dict) or not isinstance(properties.get("delivery_tag"), str):
+        return None
+    if not isinstance(properties.get("delivery_info"), dict):
+        return None
+    envelope: dict[str, Any] = payload
+    return envelope
 
 
-def readable(item: bytes | str, queue: str) -> bytes | str:
-    """``item`` if it is a kombu envelope, else an envelope holding its raw text."""
-    if _is_envelope(item):
-        return item
+def readable(item: bytes | str, queue: str) -> dict[str, Any]:
+    """``item`` parsed if it is a kombu envelope, else an envelope holding its raw text."""
+    payload = _envelope(item)
+    if payload is not None:
+        return payload
     raw = item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
-    return json.dumps(
-        {
-            "body": raw,
-            "content-encoding": "utf-8",
-            "content-type": UNREADABLE_CONTENT_TYPE,
-            "headers": {"x-alchemiser-unreadable": "not a kombu message envelope"},
-            "properties": {
-                "delivery_tag": str(uuid.uuid4()),
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "body_encoding": None,
-            },
-        }
-    )
+    return {
+        "body": raw,
+        "content-encoding": "utf-8",
+        "content-type": UNREADABLE_CONTENT_TYPE,
+        "headers": {"x-alchemiser-unreadable": "not a kombu message envelope"},
+        "properties": {
+            "delivery_tag": str(uuid.uuid4()),
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "body_encoding": None,
+        },
+    }
+
+
+class _QoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: str) -> None:
+        held: set[str] = self.channel.__dict__.setdefault("_held_by_script", set())
+        if delivery_tag in held:
+            # The pop script recorded it already: only this process's bookkeeping is left.
+            held.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)
+            return
+        super().append(message, delivery_tag)
 
 
 class _Channel(kombu_redis.Channel):
@@ -103,23 +135,65 @@ class _Channel(kombu_redis.Channel):
         remembered[asynchronous] = dict(params)
         return params
 
-    def _create_client(self, asynchronous: bool = False) -> Any:
-        create = super()._create_client  # type: ignore[misc]
-        client = create(asynchronous)
-        parse_response = client.parse_response
-        sep = self.sep
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        """Send the pop script where kombu sends BRPOP (the event loop reads its reply).
 
-        def parse_envelopes(connection: Any, command_name: str, **options: Any) -> Any:
-            reply = parse_response(connection, command_name, **options)
-            if command_name == "BRPOP" and reply:
-                dest, item = reply
-                queue = bytes_to_str(dest).rsplit(sep, 1)[0]
-                return dest, readable(item, queue)
-            return reply
+        Without an event loop (a client waiting for control replies) there is no timer to come
+        back after an empty look, and nothing it takes is a task: kombu's BRPOP serves it.
+        """
+        self._pop_script_sent = False
+        if not getattr(self.connection, "event_loop_registered", False):
+            super()._brpop_start(timeout)  # type: ignore[misc]
+            return
+        if time.monotonic() - self.__dict__.get("_empty_at", 0.0) < IDLE_POLL_S:
+            return  # idle: the transport's timer brings the loop back (register_with_event_loop)
+        kombu: Any = self  # kombu's Channel is untyped beyond its public surface
+        queues = kombu._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        prefix = self.global_keyprefix or ""
+        keys = [
+            prefix + kombu._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues
+        ]
+        keys += [prefix + self.unacked_key, prefix + self.unacked_index_key]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        self._pop_script_sent = True
+        self.client.connection.send_command(
+            "EVAL", lua_source("worker", "pop_and_hold"), len(keys), *keys, repr(time.time())
+        )
 
-        # This channel's own client object: the event loop's BRPOP replies pass through here.
-        client.parse_response = parse_envelopes
-        return client
+    def _brpop_read(self, **options: Any) -> bool:
+        if not self.__dict__.get("_pop_script_sent", False):
+            return bool(super()._brpop_read(**options))  # type: ignore[misc]
+        kombu: Any = self
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, "EVAL", **options)
+            except kombu.connection_errors:
+                self.client.connection.disconnect()  # the next poll reconnects
+                raise
+            if not reply:
+                self._empty_at = time.monotonic()
+                raise Empty()
+            key, item = reply
+            name = bytes_to_str(key).removeprefix(self.global_keyprefix or "")
+            queue = name.rsplit(self.sep, 1)[0]
+            payload = readable(item, queue)
+            if payload.get("content-type") != UNREADABLE_CONTENT_TYPE:
+                self.__dict__.setdefault("_held_by_script", set()).add(
+                    payload["properties"]["delivery_tag"]
+                )
+            kombu._queue_cycle.rotate(queue)
+            self.connection._deliver(payload, queue)
+            return True
+        finally:
+            self._in_poll = None
+            kombu._flush_brpop_reauth()
+
+
+def _wake() -> None:
+    """Nothing: the timer entry only ends the event loop's wait."""
 
 
 def renew_leases(channel: kombu_redis.Channel, now_s: float) -> int:
@@ -139,19 +213,28 @@ class ResilientRedisTransport(kombu_redis.Transport):
     """kombu's Redis transport with :class:`_Channel` and lease renewal."""
 
     Channel = _Channel
+    # Set once a worker's event loop drives this transport (see _Channel._brpop_start).
+    event_loop_registered = False
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         super().register_with_event_loop(connection, loop)
+        self.event_loop_registered = True
         cycle: Any = self.cycle
-        # A reconnect registers again: the previous connection's timer must not pile up.
-        previous = getattr(cycle, "_alchemiser_lease_tref", None)
-        if previous is not None:
-            previous.cancel()
+        # A reconnect registers again: the previous connection's timers must not pile up.
+        for previous in (
+            getattr(cycle, "_alchemiser_lease_tref", None),
+            getattr(cycle, "_alchemiser_idle_tref", None),
+        ):
+            if previous is not None:
+                previous.cancel()
         options = connection.client.transport_options
         timeout_s = float(options.get("visibility_timeout", kombu_redis.Channel.visibility_timeout))
         cycle._alchemiser_lease_tref = loop.call_repeatedly(
             timeout_s / LEASE_RENEWALS_PER_TIMEOUT, self._renew_leases
         )
+        # The pop script does not block as BRPOP did: this timer wakes the loop, whose next
+        # tick sends the script again on an idle channel.
+        cycle._alchemiser_idle_tref = loop.call_repeatedly(IDLE_POLL_S, _wake)
 
     def _renew_leases(self) -> None:
         now_s = time.time()
