@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -51,7 +52,7 @@ from resilience.chaos import ChaosRule
 from tests.integration.harness import EMBED, Deployment, order_kwargs, publish_raw
 from tests.redis_process import RedisProcess, redis_process
 from worker.application import create_app
-from worker.fleet import WorkerProcess, wait_until_ready
+from worker.fleet import WorkerProcess, start_worker, wait_until_ready
 from worker.runtime import build_runtime
 from worker.settings import VISIBILITY_SAFETY, Settings
 
@@ -64,6 +65,7 @@ MALFORMED_KINDS = ("dict-body", "raw-item", "timelimit")
 UNRECOVERABLE = "Unrecoverable error"
 MALFORMED = "MalformedMessageError"  # the quarantine's error type
 SAMPLE_S = 0.1  # how often the orders in flight are sampled
+LOST_LISTED = 20  # lost orders traced in the report
 # Countdowns must stay below VISIBILITY_SAFETY of the visibility timeout (worker/settings.py).
 COUNTDOWN_SHARE = VISIBILITY_SAFETY - 0.1
 
@@ -132,8 +134,9 @@ class _Sender(threading.Thread):
 
 
 class _InFlight(threading.Thread):
-    """Samples, every SAMPLE_S, the orders' messages still queued or unacknowledged, and
-    notes when the last of those in flight at a fault is acknowledged."""
+    """Samples, every SAMPLE_S, the orders' messages still queued or unacknowledged: notes
+    when the last of those in flight at a fault is acknowledged, and where each message was
+    last seen (what is known of an order that is lost)."""
 
     def __init__(self, deployment: Deployment) -> None:
         super().__init__(name="soak-in-flight", daemon=True)
@@ -142,26 +145,28 @@ class _InFlight(threading.Thread):
         prefix = deployment.runtime.resilience.keys.broker_prefix
         self.unacked_key, self.queue_key = f"{prefix}unacked", f"{prefix}trading"
         self.watched: list[tuple[Fault, set[str]]] = []
+        self.last_seen: dict[str, tuple[float, str]] = {}  # task id -> (wall clock, where)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
-    def task_ids(self) -> set[str]:
-        """Ids of the submit_order messages on the queue or delivered and not acknowledged."""
+    def task_ids(self) -> dict[str, str]:
+        """The submit_order messages on the queue ("queued") or delivered and not acknowledged
+        ("unacked"), by task id."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hvals(self.unacked_key)
         pipe.lrange(self.queue_key, 0, -1)
-        unacked, queued = pipe.execute()
-        messages = [_loads(raw, unacked=True) for raw in unacked]
-        messages += [_loads(raw, unacked=False) for raw in queued]
-        return {
-            str(headers["id"])
-            for headers in messages
-            if headers.get("task") == "tasks.submit_order" and "id" in headers
-        }
+        pipe.hvals(self.unacked_key)
+        queued, unacked = pipe.execute()
+        found: dict[str, str] = {}
+        for where, raws in (("queued", queued), ("unacked", unacked)):
+            for raw in raws:
+                headers = _loads(raw, unacked=where == "unacked")
+                if headers.get("task") == "tasks.submit_order" and "id" in headers:
+                    found[str(headers["id"])] = where
+        return found
 
     def watch(self, fault: Fault, orders: set[str]) -> None:
         """Note which of ``orders`` (task ids) are in flight as ``fault`` strikes."""
-        in_flight = self.task_ids() & orders
+        in_flight = self.task_ids().keys() & orders
         fault.in_flight = len(in_flight)
         with self.lock:
             self.watched.append((fault, in_flight))
@@ -174,8 +179,10 @@ class _InFlight(threading.Thread):
                 continue
             now = time.time()
             with self.lock:
+                for task_id, where in current.items():
+                    self.last_seen[task_id] = (now, where)
                 for fault, in_flight in self.watched:
-                    if fault.drained_at is None and not in_flight & current:
+                    if fault.drained_at is None and not in_flight & current.keys():
                         fault.drained_at = now
 
 
@@ -244,7 +251,7 @@ class Soak:
         deployment.runtime.chaos.inject(
             ChaosRule("broker.submit_order", "none", latency_ms=args.latency_ms, phase="after")
         )
-        deployment.start_workers(args.workers, concurrency=CONCURRENCY)
+        self._start_workers(args.workers)
         _log(f"{args.workers} workers ready in {deployment.settings.namespace}")
         faults = _schedule(args.orders, args.restarts, args.worker_kills)
         malformed_at = [
@@ -267,6 +274,19 @@ class Soak:
         self.sender.join()
         _log(f"{len(self.sender.sent)} orders sent; waiting until every one is settled")
         self._wait_until_settled()
+
+    def _start_workers(self, count: int) -> None:
+        """Start ``count`` workers and wait until they answer; Celery logs at INFO, so each
+        message a worker received is in its log."""
+        deployment = self.deployment
+        started = [
+            start_worker(
+                deployment.env, deployment.log_dir, concurrency=CONCURRENCY, loglevel="INFO"
+            )
+            for _ in range(count)
+        ]
+        deployment.workers.extend(started)
+        wait_until_ready(deployment.app, started, timeout_s=60.0)
 
     def _wait_for_sent(self, count: int) -> None:
         while len(self.sender.sent) < count and self.sender.is_alive():
@@ -309,7 +329,7 @@ class Soak:
         self.killed.add(victim.name)
         victim.kill()
         try:
-            self.deployment.start_workers(1, concurrency=CONCURRENCY)
+            self._start_workers(1)
         except RuntimeError as failed:  # reported with the worker exits at the end
             _log(f"the replacement worker did not start: {failed}")
             return
@@ -332,7 +352,7 @@ class Soak:
         next_report = 0.0
         while time.monotonic() < deadline:
             try:
-                in_flight = len(self.in_flight.task_ids() & task_ids)
+                in_flight = len(self.in_flight.task_ids().keys() & task_ids)
             except (RedisError, OSError):
                 in_flight = -1
             unsettled = len(sent - self._settled_at().keys())
@@ -409,6 +429,8 @@ class Soak:
         self._note_quarantines()
         booked_once = [c for c in sent if counts[c] == 1]
         dead_only = [c for c in sent if c in dead and counts[c] == 0]
+        lost = [c for c in sent if counts[c] == 0 and c not in dead]
+        task_of = {coid: task_id for coid, task_id, _ in self.sender.sent}
         for fault in self.faults:
             before = [settled.get(c) for c, at in sent.items() if at <= fault.at]
             if fault.drained_at is not None and None not in before:
@@ -448,7 +470,10 @@ class Soak:
             "booked_and_dead_lettered": sum(counts[c] > 0 and c in dead for c in sent),
             "dead_lettered": len(dead_only),
             "dead_lettered_by_type": dict(Counter(dead[c][0] for c in dead_only)),
-            "lost": sum(counts[c] == 0 and c not in dead for c in sent),
+            "lost": len(lost),
+            "lost_orders": [
+                self._trace(c, task_of[c], sent[c], started_at) for c in lost[:LOST_LISTED]
+            ],
             "publish_retries": self.sender.publish_failures,
             "duplicates_avoided": self.deployment.runtime.resilience.outcomes.totals().get(
                 "duplicate_avoided", 0
@@ -474,6 +499,20 @@ class Soak:
             and not unexpected
         )
         return report
+
+    def _trace(
+        self, client_order_id: str, task_id: str, sent_at: float, started_at: float
+    ) -> dict[str, Any]:
+        """What is known of a lost order: when it was sent, where its message was last seen
+        (times from the run's start)."""
+        seen_at, where = self.in_flight.last_seen.get(task_id, (None, "never seen"))
+        return {
+            "client_order_id": client_order_id,
+            "task_id": task_id,
+            "sent_at": sent_at - started_at,
+            "last_seen_in": where,
+            "last_seen_at": None if seen_at is None else seen_at - started_at,
+        }
 
     def close(self) -> None:
         for thread in (self.sender, self.in_flight):
@@ -558,6 +597,16 @@ def _markdown(report: dict[str, Any]) -> str:
         f" {f['in_flight']} | {_seconds(f['drained_s'])} | {_seconds(f['settle_s'])} |"
         for f in report["faults"]
     ]
+    if report["lost_orders"]:
+        lines += [
+            "\n| lost order | task id | sent at s | last seen in | last seen at s |",
+            "|---|---|---:|---|---:|",
+        ]
+        lines += [
+            f"| {o['client_order_id']} | {o['task_id']} | {o['sent_at']:.2f} |"
+            f" {o['last_seen_in']} | {_seconds(o['last_seen_at'])} |"
+            for o in report["lost_orders"]
+        ]
     verdict = "holds" if report["ok"] else "FAILS"
     lines.append(
         f"\nBooked exactly once + dead-lettered = sent, none twice, every malformed message "
@@ -618,6 +667,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         finally:
             soak.close()
+        if not report["ok"]:
+            # The AOF is every write the run made, in order: the evidence of a lost order.
+            shutil.copytree(server.workdir, log_dir / "redis", dirs_exist_ok=True)
+            _log(f"Redis's data (its AOF) copied to {log_dir / 'redis'}")
     print(json.dumps(report, indent=2) if args.json else _markdown(report))
     return 0 if report["ok"] else 1
 
