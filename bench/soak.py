@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
@@ -69,7 +69,23 @@ LOST_LISTED = 20  # lost orders traced in the report
 # Countdowns must stay below VISIBILITY_SAFETY of the visibility timeout (worker/settings.py).
 COUNTDOWN_SHARE = VISIBILITY_SAFETY - 0.1
 
+RETRY_S = 10.0  # how long the soak's own Redis calls retry
+
 FaultKind = Literal["redis-restart", "worker-kill"]
+T = TypeVar("T")
+
+
+def _retry(call: Callable[[], T]) -> T:
+    """``call()``, again for up to RETRY_S while Redis fails: after a restart, a pooled
+    connection the kill broke fails once more than the client's own retries absorb."""
+    deadline = time.monotonic() + RETRY_S
+    while True:
+        try:
+            return call()
+        except (RedisError, OSError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _log(message: str) -> None:
@@ -300,7 +316,7 @@ class Soak:
             task_id = publish_raw(deployment.app, {"soak": index}, task="tasks.submit_order")
         elif kind == "raw-item":
             raw = f"not json {index}"
-            deployment.redis.lpush(self.in_flight.queue_key, raw)
+            _retry(lambda: deployment.redis.lpush(self.in_flight.queue_key, raw))
         else:
             order = order_kwargs(ttl_s=ORDER_TTL_S)
             client_order_id = order["client_order_id"]
@@ -312,7 +328,8 @@ class Soak:
     def _strike(self, kind: FaultKind) -> Fault:
         """A fault about to strike, with the orders in flight noted."""
         fault = Fault(kind, len(self.sender.sent), time.time())
-        self.in_flight.watch(fault, {task_id for _, task_id, _ in self.sender.sent})
+        orders = {task_id for _, task_id, _ in self.sender.sent}
+        _retry(lambda: self.in_flight.watch(fault, orders))
         self.faults.append(fault)
         return fault
 
@@ -661,7 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         soak = Soak(args, server, log_dir)
         try:
             soak.run()
-            report = soak.report(started_at)
+            report = _retry(lambda: soak.report(started_at))
         except (RuntimeError, RedisError, OSError) as failed:
             _log(f"error: {failed}")
             return 1
