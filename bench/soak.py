@@ -40,7 +40,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -54,7 +54,7 @@ from tests.redis_process import RedisProcess, redis_process
 from worker.application import create_app
 from worker.fleet import WorkerProcess, start_worker, wait_until_ready
 from worker.runtime import build_runtime
-from worker.settings import VISIBILITY_SAFETY, Settings
+from worker.settings import Settings
 
 __all__ = ["main"]
 
@@ -66,8 +66,8 @@ UNRECOVERABLE = "Unrecoverable error"
 MALFORMED = "MalformedMessageError"  # the quarantine's error type
 SAMPLE_S = 0.1  # how often the orders in flight are sampled
 LOST_LISTED = 20  # lost orders traced in the report
-# Countdowns must stay below VISIBILITY_SAFETY of the visibility timeout (worker/settings.py).
-COUNTDOWN_SHARE = VISIBILITY_SAFETY - 0.1
+# Retries and deferrals come back within seconds, so a run settles soon after its last fault.
+MAX_COUNTDOWN_S = 4.0
 
 RETRY_S = 10.0  # how long the soak's own Redis calls retry
 
@@ -104,6 +104,8 @@ class Fault:
     drained_at: float | None = None  # wall clock when the last of those was acknowledged
     settle_s: float | None = None  # until those were acknowledged and every order sent
     # before it booked or dead-lettered (None: never)
+    # Of those in flight, the ones still queued or unacknowledged at the last sample, and where.
+    undrained: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -160,6 +162,7 @@ class _InFlight(threading.Thread):
         # kombu's keys under the broker's global key prefix (the namespace).
         prefix = deployment.runtime.resilience.keys.broker_prefix
         self.unacked_key, self.queue_key = f"{prefix}unacked", f"{prefix}trading"
+        self.index_key = f"{prefix}unacked_index"
         self.watched: list[tuple[Fault, set[str]]] = []
         self.last_seen: dict[str, tuple[float, str]] = {}  # task id -> (wall clock, where)
         self.lock = threading.Lock()
@@ -180,6 +183,24 @@ class _InFlight(threading.Thread):
                     found[str(headers["id"])] = where
         return found
 
+    def held(self) -> list[dict[str, Any]]:
+        """The messages still unacknowledged: task id, delivery tag, seconds since its lease
+        was renewed (what a message stuck in a worker looks like)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.unacked_key)
+        pipe.zrange(self.index_key, 0, -1, withscores=True)
+        records, leases = pipe.execute()
+        renewed = dict(leases)
+        now = time.time()
+        return [
+            {
+                "task_id": _loads(raw, unacked=True).get("id"),
+                "tag": tag,
+                "lease_age_s": None if tag not in renewed else round(now - renewed[tag], 1),
+            }
+            for tag, raw in records.items()
+        ]
+
     def watch(self, fault: Fault, orders: set[str]) -> None:
         """Note which of ``orders`` (task ids) are in flight as ``fault`` strikes."""
         in_flight = self.task_ids().keys() & orders
@@ -189,17 +210,22 @@ class _InFlight(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.wait(SAMPLE_S):
-            try:
-                current = self.task_ids()
-            except (RedisError, OSError):  # Redis is down: the next sample after it is back
-                continue
-            now = time.time()
-            with self.lock:
-                for task_id, where in current.items():
-                    self.last_seen[task_id] = (now, where)
-                for fault, in_flight in self.watched:
-                    if fault.drained_at is None and not in_flight & current.keys():
-                        fault.drained_at = now
+            self.sample()
+
+    def sample(self) -> None:
+        """Note where each message is now, and which faults' messages have all drained."""
+        try:
+            current = self.task_ids()
+        except (RedisError, OSError):  # Redis is down: the next sample after it is back
+            return
+        now = time.time()
+        with self.lock:
+            for task_id, where in current.items():
+                self.last_seen[task_id] = (now, where)
+            for fault, in_flight in self.watched:
+                fault.undrained = {t: current[t] for t in in_flight & current.keys()}
+                if fault.drained_at is None and not fault.undrained:
+                    fault.drained_at = now
 
 
 def _loads(raw: str, *, unacked: bool) -> dict[str, Any]:
@@ -235,7 +261,7 @@ class Soak:
             namespace=f"bench-soak-{uuid.uuid4().hex[:8]}",
             log_level="INFO",
             visibility_timeout_s=args.visibility_timeout,
-            max_countdown_s=args.visibility_timeout * COUNTDOWN_SHARE,
+            max_countdown_s=MAX_COUNTDOWN_S,
         )
         env = {
             "ALCHEMISER_REDIS_URL": settings.redis_url,
@@ -439,6 +465,8 @@ class Soak:
         """Every figure of the run, from Redis and the workers' processes and logs."""
         self.in_flight.stopping.set()
         self.in_flight.join()
+        # The settle wait saw nothing in flight, maybe after the thread's last sample.
+        self.in_flight.sample()
         sent = {coid: at for coid, _, at in self.sender.sent}
         counts, _ = self.accepted()
         dead = self.dead_letters()
@@ -504,6 +532,7 @@ class Soak:
             "quarantine_s": _summary(quarantine_s),
             "order_settle_s": _summary(latencies),
             "faults": [_fault_figures(f, started_at) for f in self.faults],
+            "held_at_end": self.in_flight.held(),
             "workers": workers,
             "unexpected_worker_exits": unexpected,
             "wall_s": time.time() - started_at,
