@@ -30,7 +30,7 @@ from kombu import Queue
 from redis import Redis
 
 from bench.lazyapp import LazyApp
-from resilience.connection import connect
+from resilience.storage.connection import connect
 from resilience.task import ResilientTask
 from worker.application import create_app
 from worker.settings import Settings, load_settings

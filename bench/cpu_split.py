@@ -40,7 +40,7 @@ from bench.benchapp import (
     guarded_resources,
 )
 from bench.throughput import BenchError, _control, cleanup, machine, run_batch
-from resilience.connection import connect
+from resilience.storage.connection import connect
 from worker.fleet import start_worker, wait_until_ready
 from worker.settings import load_settings
 

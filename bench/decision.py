@@ -1,6 +1,6 @@
 """In-process latency of what a failing task computes: classify the exception, then decide.
 
-``python -m bench.decision`` times ``default_classifier().classify(exc)`` followed by
+``python -m bench.decision`` times ``trading_classifier().classify(exc)`` followed by
 ``decide(error, attempt, ...)`` (the two steps ``ResilientTask`` takes on every failure, without
 its Redis writes and the retry publish) for a round-robin mix of foreign exceptions: a
 ``TimeoutError``, an HTTP 429 with ``Retry-After``, an HTTP 503 whose status and headers sit on a
@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from resilience.classify import default_classifier
-from resilience.resolver import Action, decide
+from resilience.policy.resolver import Action, decide
+from tasks.classification import trading_classifier
 
 __all__ = ["Case", "cases", "main", "percentile"]
 
@@ -104,7 +104,7 @@ def percentile(sorted_ns: Sequence[int], fraction: float) -> float:
 
 def _check(mix: list[Case]) -> None:
     """Fail loudly if the mix does not exercise the paths it claims to (a bench of nothing)."""
-    classifier = default_classifier()
+    classifier = trading_classifier()
     rng = random.Random(0)
     for case in mix:
         error = classifier.classify(case.exc)
@@ -119,7 +119,7 @@ def _check(mix: list[Case]) -> None:
 
 def measure(mix: list[Case], iterations: int, warmup: int) -> dict[str, list[int]]:
     """Samples in ns per case label, ``iterations`` in all after ``warmup`` untimed ones."""
-    classifier = default_classifier()
+    classifier = trading_classifier()
     classify: Callable[..., Any] = classifier.classify
     rng = random.Random(42)
     clock_ns = time.perf_counter_ns

@@ -27,7 +27,7 @@ from celery import Celery
 
 from bench.throughput import cleanup
 from resilience.chaos import ChaosRule
-from resilience.connection import connect
+from resilience.storage.connection import connect
 from tasks.runtime import TradingRuntime
 from tests.fakes.http_receiver import HttpReceiver
 from tests.fakes.smtp_server import SmtpServer

@@ -40,7 +40,7 @@ from bench.guardapp import (
 )
 from bench.guardapp import build_app as build_guard_app
 from bench.throughput import cleanup
-from resilience.connection import connect
+from resilience.storage.connection import connect
 from tests.fakes.alpaca_api import FakeAlpacaAPI, RequestRecord
 from worker.fleet import WorkerProcess, start_worker, wait_until_ready
 from worker.settings import Settings

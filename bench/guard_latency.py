@@ -60,20 +60,20 @@ from redis.backoff import ExponentialBackoff
 from redis.connection import Connection
 from redis.retry import Retry
 
-from resilience.guard import Guard, Outcome
-from resilience.keys import KeySpace
-from resilience.resources import (
+from resilience.guard.admission import Guard, Outcome
+from resilience.guard.resources import (
     BreakerConfig,
     ConcurrencyConfig,
     RateLimitConfig,
     ResourceConfig,
     config_argv,
 )
+from resilience.storage.keys import KeySpace
 
 __all__ = ["Case", "CaseResult", "main"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-SOCKET_TIMEOUT_S = 1.0  # what resilience.connection.connect gives every Alchemiser client
+SOCKET_TIMEOUT_S = 1.0  # what resilience.storage.connection.connect gives every Alchemiser client
 SCAN_COUNT = 500
 COUNT_CHUNKS = 5
 # "Never refuses": one unit per µs with a burst of 1000 (Alchemiser), a million per second
@@ -117,7 +117,7 @@ class Tally:
 class CountingConnection(Connection):
     """A redis-py connection that tallies each send: one command sent alone is one round trip,
     and so is a whole pipeline (its commands go out packed together). Every send, the client's
-    and the guard's own (resilience.direct_script), ends in ``send_packed_command``."""
+    and the guard's own (resilience.storage.direct_script), ends in ``send_packed_command``."""
 
     # redis-py leaves it untyped.
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:

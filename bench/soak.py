@@ -49,6 +49,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from resilience.chaos import ChaosRule
+from tasks.brokers.paper_keys import PaperKeys
 from tests.integration.harness import EMBED, Deployment, order_kwargs, publish_raw
 from tests.redis_process import RedisProcess, redis_process
 from worker.application import create_app
@@ -417,7 +418,7 @@ class Soak:
         event log's stream id is Redis's clock in ms)."""
         events = cast(
             "list[tuple[str, dict[str, str]]]",
-            self.deployment.redis.xrange(self.deployment.runtime.resilience.keys.paper_log),
+            self.deployment.redis.xrange(PaperKeys(self.deployment.runtime.resilience.keys).log),
         )
         counts: Counter[str] = Counter()
         first: dict[str, float] = {}
@@ -431,9 +432,9 @@ class Soak:
     def dead_letters(self) -> dict[str, tuple[str, float]]:
         """Dead-lettered orders: client_order_id -> (error type, when)."""
         return {
-            e.client_order_id: (e.error_type, datetime.fromisoformat(e.dead_at).timestamp())
+            e.idempotency_key: (e.error_type, datetime.fromisoformat(e.dead_at).timestamp())
             for e in self.deployment.runtime.resilience.dead_letters.entries()
-            if e.client_order_id
+            if e.idempotency_key
         }
 
     def _settled_at(self) -> dict[str, float]:

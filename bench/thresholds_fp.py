@@ -4,9 +4,9 @@
 Poisson noise around a daily profile in UTC (quiet nights, a pre-market rise, US market hours
 13:30-20:00 with peaks in the first and last half hour), plus ``--incidents`` injected
 incidents, each labelled with its start, end and magnitude (extra errors per minute). It then
-runs :class:`resilience.alerts.AlertEvaluator` with the default thresholds once per minute, as
-production would, over a source that answers like ``ErrorMetrics`` at that minute (no critical
-errors, no dead letters, no breaker trips: only the error rate can fire).
+runs :class:`resilience.observability.thresholds.AlertEvaluator` with the default thresholds once
+per minute, as production would, over a source that answers like ``ErrorMetrics`` at that minute (no
+critical errors, no dead letters, no breaker trips: only the error rate can fire).
 
 Measures (every evaluation after ``--warmup-days``, which are history only):
 
@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from resilience.alerts import AlertEvaluator, AlertThresholds, MemoryCooldown
+from resilience.observability.thresholds import AlertEvaluator, AlertThresholds, MemoryCooldown
 
 __all__ = [
     "Incident",

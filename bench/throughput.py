@@ -71,8 +71,9 @@ from bench.benchapp import (
     done_key,
     guarded_resources,
 )
-from resilience.connection import connect
-from resilience.keys import KeySpace
+from resilience.guard.resource_tables import ResourcesTable
+from resilience.storage.connection import connect
+from resilience.storage.keys import KeySpace
 from worker.fleet import WorkerProcess, start_worker, wait_until_ready
 from worker.settings import Settings, load_settings
 
@@ -546,19 +547,26 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; 0 when it measured, 1 when it could not."""
-    args = _parse(argv)
-    base = load_settings()
-    namespace = f"bench-{uuid.uuid4().hex[:10]}"
+def run_settings(base: Settings, args: argparse.Namespace) -> Settings:
+    """The configured settings on a fresh namespace, with the guarded resource when guarded."""
     update: dict[str, Any] = {
-        "namespace": namespace,
+        "namespace": f"bench-{uuid.uuid4().hex[:10]}",
         "log_level": "WARNING",
         "task_events": args.events == "on",
     }
     if args.guarded:
-        update["resources"] = {**base.resources, **guarded_resources(args.lease)}
-    settings = base.model_copy(update=update)
+        # model_copy does not validate: the table goes in as the model it would have become.
+        update["resources"] = ResourcesTable.model_validate(
+            {**base.resources.root, **guarded_resources(args.lease)}
+        )
+    return base.model_copy(update=update)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; 0 when it measured, 1 when it could not."""
+    args = _parse(argv)
+    settings = run_settings(load_settings(), args)
+    namespace = settings.namespace
     b_name, b_class, b_subject = (
         (
             "guarded",

@@ -21,9 +21,9 @@ from redis import Redis
 from redis.client import Pipeline
 
 from resilience.errors import AlchemiserError, error_class_by_name
-from resilience.keys import KeySpace
-from resilience.scripts import register
-from resilience.server_clock import MAX_CLOCK_SHIFT_S, stored_shift_s
+from resilience.storage.keys import KeySpace
+from resilience.storage.scripts import register
+from resilience.storage.server_clock import MAX_CLOCK_SHIFT_S, stored_shift_s
 
 __all__ = ["FOREIGN_FAULTS", "ChaosHTTPError", "ChaosRule", "ChaosStore", "Phase", "build_fault"]
 
@@ -141,7 +141,7 @@ class ChaosStore:
         return int(self._client.hdel(self._keys.chaos_rules, *fields))
 
     def shift_clock(self, seconds: float) -> float:
-        """Move the fleet's escalation clock (:class:`resilience.server_clock.ServerClock`)
+        """Move the fleet's escalation clock (:class:`resilience.storage.server_clock.ServerClock`)
         ``seconds`` further ahead (negative: back); returns the whole shift now in force.
         ``ValueError``, and no change, unless the shift stays finite and within
         ``MAX_CLOCK_SHIFT_S`` either way."""

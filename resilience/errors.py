@@ -1,8 +1,8 @@
 """The Alchemiser error hierarchy; each class declares its handling as a frozen policy.
 
 Subclasses inherit their parent's ``policy`` unless they set their own. One resolver
-(:func:`resilience.resolver.decide`) turns (error, attempt) into a decision; no task hard-codes
-retry rules.
+(:func:`resilience.policy.resolver.decide`) turns (error, attempt) into a decision; no task
+hard-codes retry rules.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import uuid
 from datetime import datetime
 from typing import Any, ClassVar
 
-from resilience.backoff import (
+from resilience.policy.backoff import (
     Decorrelated,
     Exponential,
     Fixed,
     Jitter,
     compute_countdown,
 )
-from resilience.context import ErrorContext
-from resilience.policy import ErrorSeverity, RetryPolicy, never_retry
+from resilience.policy.context import ErrorContext
+from resilience.policy.retry import ErrorSeverity, RetryPolicy, never_retry
 
 __all__ = [
     "AdmissionRefusedError",
@@ -44,6 +44,7 @@ __all__ = [
     "PoisonMessageError",
     "PositionValidationError",
     "RateLimitError",
+    "RemoteServiceError",
     "S3OperationError",
     "SecurityError",
     "StaleOrderError",
@@ -88,6 +89,11 @@ class AlchemiserError(Exception):
             return True
         return self.recoverable and self.retry_count < self.max_retries
 
+    def wait_s(self, now_s: float) -> float | None:
+        """How long, from ``now_s``, a deferral of this error waits (``None``: no hint); the
+        server's ``retry_after_s`` unless a subclass knows better."""
+        return self.retry_after_s
+
     def get_retry_delay(self, rng: Any = None) -> float:
         """Seconds before the next attempt by the class policy (server hint wins if longer)."""
         policy = self.policy
@@ -129,18 +135,29 @@ class EnvironmentError(ConfigurationError):  # the plan's name; shadows the buil
     """The process environment is unusable (missing variable, unreachable dependency)."""
 
 
+# A remote side's transient failure: a few tries with growing, fully jittered waits.
+_TRANSIENT_REMOTE = RetryPolicy(
+    retryable=True,
+    max_attempts=4,
+    backoff=Exponential(base_s=1.0, factor=2.0),
+    jitter=Jitter.FULL,
+    cap_s=30.0,
+    severity=ErrorSeverity.MEDIUM,
+    counts_against_breaker=True,
+)
+
+
+class RemoteServiceError(AlchemiserError):
+    """A remote service failed transiently (5xx, timeout, connection reset): the classifier's
+    default for a component whose application named no error family of its own."""
+
+    policy = _TRANSIENT_REMOTE
+
+
 class DataProviderError(AlchemiserError):
     """A market-data provider failed; usually transient."""
 
-    policy = RetryPolicy(
-        retryable=True,
-        max_attempts=4,
-        backoff=Exponential(base_s=1.0, factor=2.0),
-        jitter=Jitter.FULL,
-        cap_s=30.0,
-        severity=ErrorSeverity.MEDIUM,
-        counts_against_breaker=True,
-    )
+    policy = _TRANSIENT_REMOTE
 
 
 class MarketDataError(DataProviderError):
@@ -204,6 +221,12 @@ class MarketClosedError(TradingClientError):
     def __init__(self, message: str, *, next_open: datetime | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.next_open = next_open
+
+    def wait_s(self, now_s: float) -> float | None:
+        """Until the next session opens, if known."""
+        if self.next_open is None:
+            return super().wait_s(now_s)
+        return max(self.next_open.timestamp() - now_s, 0.0)
 
 
 class StrategyExecutionError(AlchemiserError):

@@ -1,35 +1,29 @@
 """ResilientTask: the Celery base class that applies the error hierarchy to every task.
 
 Per delivery it (1) quarantines a message redelivered too often (a poison task that kills its
-worker), (2) refuses to run past the task's deadline, (3) runs the body, and on an exception
-(4) classifies it, (5) asks the resolver what follows, and (6) retries, defers, or writes the
-dead letter and publishes the escalation. A task that succeeds first time costs no Redis call.
+worker), (2) refuses to run past the task's deadline, (3) asks the fleet's guard to admit the
+run, (4) runs the body, and on an exception (5) classifies it once, (6) asks the resolver what
+follows, and (7) retries, defers, or writes the dead letter and publishes the escalation
+(:mod:`resilience.failure`). A task that succeeds first time costs no Redis call beyond its
+admission.
 
-The attempt history travels in the message's ``alchemiser`` header, so retries need no shared
-state. Services (Redis, stores, classifier, clock) come from a runtime the application puts in
-``app.conf[RUNTIME_SETTING]``: this package knows nothing of the app that uses it.
+Services (Redis, stores, classifier, clock) come from a runtime the application puts in
+``app.conf[RUNTIME_SETTING]`` (:mod:`resilience.runtime`): this package knows nothing of the app
+that uses it.
 """
 
 from __future__ import annotations
 
-import random
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn
 
 import structlog
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
-from redis import Redis
 from redis.exceptions import RedisError
 
-from resilience.classify import Component, is_timeout
-from resilience.clock import Clock
-from resilience.context import ErrorContext
-from resilience.deadletter import DeadLetter, DeadLetterStore, bound_value
+from resilience.delivery import HEADER, Delivery, DeliveryState, iso
 from resilience.errors import (
     AdmissionRefusedError,
     AlchemiserError,
@@ -38,140 +32,25 @@ from resilience.errors import (
     RateLimitError,
     StaleOrderError,
 )
-from resilience.guard import Admission, Guard, Outcome, RetryKind
-from resilience.handler import ErrorDetails, ErrorHandler, notification_data
-from resilience.keys import KeySpace
-from resilience.metrics import ErrorMetrics
-from resilience.outcomes import OutcomeCounter
-from resilience.reporting import FailureAction, FailureReport, FailureReporter, report_to
-from resilience.resolver import Action, Decision, decide
-from resilience.scrub import Scrubber
+from resilience.failure import SettledElsewhere, dead_letter, report
+from resilience.guard.admission import Admission, Outcome, RetryKind
+from resilience.policy.classify import Component, is_timeout
+from resilience.policy.context import ErrorContext
+from resilience.policy.handler import ErrorDetails
+from resilience.policy.resolver import Action, Decision, decide
+from resilience.runtime import RUNTIME_SETTING, ResilienceRuntime
 
 __all__ = ["HEADER", "RUNTIME_SETTING", "DeliveryState", "ResilienceRuntime", "ResilientTask"]
 
-HEADER = "alchemiser"
-RUNTIME_SETTING = "alchemiser_runtime"
-HISTORY_LIMIT = 25
-# A count in the header beyond this is garbage, not a history (deferrals are the larger one).
-MAX_HEADER_COUNT = 1_000_000
 REDELIVERY_KEY_TTL_S = 7 * 24 * 3600
-MESSAGE_LIMIT = 500
 # A refused run comes back after the resource's retry-after plus up to this share of it.
 ADMISSION_JITTER = 0.5
 
 _log = structlog.get_logger("alchemiser.task")
 
-# Where a delivery's parsed header is kept on Celery's request context (one per delivery).
+# Where a delivery's parsed header and its run are kept on Celery's request context.
 _STATE_ATTRIBUTE = "alchemiser_delivery_state"
-
-
-@dataclass(frozen=True, slots=True)
-class ResilienceRuntime:
-    """The services a ResilientTask uses, built once per process by the application."""
-
-    redis: Redis
-    keys: KeySpace
-    dead_letters: DeadLetterStore
-    handler: ErrorHandler
-    scrubber: Scrubber
-    outcomes: OutcomeCounter
-    clock: Clock
-    max_countdown_s: float
-    max_redeliveries: int = 3
-    # Fleet-wide breakers and limits of the resources tasks declare; None: nothing is guarded.
-    guard: Guard | None = None
-    # Fleet-wide recovery counts (the handler's recorders count the errors); None: not kept.
-    metrics: ErrorMetrics | None = None
-    escalation_task: str = "tasks.escalate"
-    rng: random.Random = field(default_factory=random.Random)
-    # Told of every retry, deferral and dead letter (an error tracker such as Sentry).
-    reporters: tuple[FailureReporter, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryState:
-    """What the ``alchemiser`` header carries from one attempt to the next."""
-
-    failures: int = 0
-    deferrals: int = 0
-    history: tuple[dict[str, Any], ...] = ()
-    replay_of: str | None = None
-
-    @classmethod
-    def from_headers(cls, headers: dict[str, Any] | None) -> DeliveryState:
-        """Read the header (absent on a first delivery).
-
-        A malformed header (not an object, counts that are not small non-negative integers, a
-        history that is not a list of objects, a replay id that is not a string) is read as
-        absent, and said in the log: raising here would drop a valid order unrecorded.
-        """
-        raw = (headers or {}).get(HEADER)
-        if raw is None:
-            return cls()
-        state = cls._parse(raw)
-        if state is None:
-            _log.warning("malformed_delivery_header", header=repr(raw)[:200])
-            return cls()
-        return state
-
-    @classmethod
-    def _parse(cls, raw: Any) -> DeliveryState | None:
-        if not isinstance(raw, dict):
-            return None
-        failures = raw.get("failures", 0)
-        deferrals = raw.get("deferrals", 0)
-        history = raw.get("history", ())
-        replay_of = raw.get("replay_of")
-        counts_ok = all(
-            type(n) is int and 0 <= n <= MAX_HEADER_COUNT for n in (failures, deferrals)
-        )
-        history_ok = isinstance(history, list | tuple) and all(
-            isinstance(record, dict) for record in history
-        )
-        if not counts_ok or not history_ok or not isinstance(replay_of, str | None):
-            return None
-        return cls(
-            failures=failures,
-            deferrals=deferrals,
-            history=tuple(history)[-HISTORY_LIMIT:],
-            replay_of=replay_of,
-        )
-
-    def to_header(self) -> dict[str, Any]:
-        """The header value (JSON)."""
-        return {
-            "failures": self.failures,
-            "deferrals": self.deferrals,
-            "history": list(self.history),
-            "replay_of": self.replay_of,
-        }
-
-    @property
-    def delivery(self) -> str:
-        """Which delivery of the task this is: the same on a redelivery, new on a retry."""
-        return f"{self.failures}.{self.deferrals}"
-
-    def after(self, record: dict[str, Any], *, deferred: bool) -> DeliveryState:
-        """The state carried to the next attempt."""
-        return DeliveryState(
-            failures=self.failures + (0 if deferred else 1),
-            deferrals=self.deferrals + (1 if deferred else 0),
-            history=(*self.history, record)[-HISTORY_LIMIT:],
-            replay_of=self.replay_of,
-        )
-
-
-class _SettledElsewhere(Exception):  # noqa: N818 - a signal, not an error
-    """Raised instead of writing a dead letter when an earlier attempt already did the task's
-    work; ``__call__`` returns ``result`` as the task's success."""
-
-    def __init__(self, result: Any) -> None:
-        super().__init__("settled elsewhere")
-        self.result = result
-
-
-def _iso(now_s: float) -> str:
-    return datetime.fromtimestamp(now_s, UTC).isoformat()
+_DELIVERY_ATTRIBUTE = "alchemiser_delivery"
 
 
 class ResilientTask(Task):  # type: ignore[type-arg]
@@ -181,9 +60,11 @@ class ResilientTask(Task):  # type: ignore[type-arg]
     reject_on_worker_lost = True
     # Celery's own retry ceiling is off: the error class's policy decides.
     max_retries = None
-    component: ClassVar[Component] = "trading"
+    # Which part of the application the task belongs to: its error families (the classifier's
+    # domain) and its metrics' label.
+    component: ClassVar[Component] = "default"
     escalates: ClassVar[bool] = True
-    # Guarded resources (resilience.resources) every run must be admitted to.
+    # Guarded resources (resilience.guard.resources) every run must be admitted to.
     resources: ClassVar[tuple[str, ...]] = ()
 
     # Hooks for subclasses: the application's view of a task's payload.
@@ -202,6 +83,11 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         dead-lettered as it would have been."""
         return None
 
+    def idempotency_key_of(self, kwargs: dict[str, Any]) -> str | None:
+        """The key that makes the task's effect happen once (an order's client order id), kept
+        with its dead letter so an operator can look the effect up; ``None`` if it has none."""
+        return None
+
     def delivery_state(self) -> DeliveryState:
         """What this delivery's ``alchemiser`` header says, read once per delivery (a malformed
         header is logged once, however often the task asks)."""
@@ -212,10 +98,18 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             setattr(request, _STATE_ATTRIBUTE, state)
         return state
 
-    def client_order_id_of(self, kwargs: dict[str, Any]) -> str | None:
-        """The order's idempotency key, if the task is an order."""
-        value = kwargs.get("client_order_id")
-        return str(value) if value is not None else None
+    def classify(self, exc: BaseException) -> AlchemiserError:
+        """``exc`` in the hierarchy, for this task's component. A body that classifies a failure
+        to decide what to do and then lets it fail is not classified a second time."""
+        delivery: Delivery | None = getattr(self.request, _DELIVERY_ATTRIBUTE, None)
+        if delivery is not None and delivery.classified is not None:
+            seen, error = delivery.classified
+            if seen is exc:
+                return error
+        error = self.runtime.handler.classifier.classify(exc, component=self.component)
+        if delivery is not None:
+            delivery.classified = (exc, error)
+        return error
 
     @property
     def admission(self) -> Admission | None:
@@ -233,96 +127,77 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         request = self.request
         if request.called_directly:
             return super().__call__(*args, **kwargs)
-        runtime = self.runtime
+        delivery_info = request.delivery_info or {}
+        delivery = Delivery(
+            runtime=self.runtime,
+            task_id=str(request.id),
+            hostname=str(request.hostname or ""),
+            queue=delivery_info.get("routing_key"),
+            args=args,
+            kwargs=kwargs,
+            state=self.delivery_state(),
+            redelivered=bool(delivery_info.get("redelivered")),
+        )
+        setattr(request, _DELIVERY_ATTRIBUTE, delivery)
         try:
-            return self._deliver(runtime, args, kwargs)
-        except _SettledElsewhere as settled:
+            return self._deliver(delivery)
+        except SettledElsewhere as settled:
             return settled.result
 
-    def _deliver(
-        self, runtime: ResilienceRuntime, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def _deliver(self, delivery: Delivery) -> Any:
         """One delivery: quarantine, deadline, admission, the body and its failure handling."""
-        request = self.request
-        state = self.delivery_state()
-        redelivered = bool((request.delivery_info or {}).get("redelivered"))
-        if redelivered:
-            redeliveries = self._count_redelivery(runtime, state)
+        runtime, state = delivery.runtime, delivery.state
+        if delivery.redelivered:
+            redeliveries = self._count_redelivery(delivery)
             if redeliveries > runtime.max_redeliveries:
                 poison = PoisonMessageError(
                     f"the task was redelivered {redeliveries} times (its worker process died"
                     f" while running it); quarantined after {runtime.max_redeliveries}"
                 )
-                self._dead_letter(
-                    runtime,
-                    poison,
-                    args=args,
-                    kwargs=kwargs,
-                    state=state,
-                    reason="poison message",
-                    cause=None,
-                    counted=False,
-                )
-                raise Ignore()
+                self._dead_letter_before_run(delivery, poison, "poison message")
         # A replay's first delivery, counted once however it ends (its retries, deferrals and
         # redeliveries carry the same replay_of); a replay the publisher lost is not counted.
-        first_of_replay = not (state.failures or state.deferrals or redelivered)
+        first_of_replay = not (state.failures or state.deferrals or delivery.redelivered)
         if state.replay_of and first_of_replay and runtime.metrics is not None:
             runtime.metrics.record_replayed()
-        kwargs = self.prepare_kwargs(dict(kwargs))
-        deadline = self.deadline_s(kwargs)
-        if deadline is not None and runtime.clock.now_s() > deadline:
-            stale = StaleOrderError(f"deadline {_iso(deadline)} passed before the task could run")
-            self._dead_letter(
-                runtime,
-                stale,
-                args=args,
-                kwargs=kwargs,
-                state=state,
-                reason="deadline passed",
-                cause=None,
-                counted=False,
+        delivery.kwargs = self.prepare_kwargs(dict(delivery.kwargs))
+        delivery.deadline = self.deadline_s(delivery.kwargs)
+        if delivery.deadline is not None and runtime.clock.now_s() > delivery.deadline:
+            stale = StaleOrderError(
+                f"deadline {iso(delivery.deadline)} passed before the task could run"
             )
-            raise Ignore()
-        admission = self._admit(runtime, args=args, kwargs=kwargs, state=state, deadline=deadline)
-        started = time.perf_counter()
+            self._dead_letter_before_run(delivery, stale, "deadline passed")
+        delivery.admission = self._admit(delivery)
+        delivery.started = time.perf_counter()
         try:
-            result = self.run(*args, **kwargs)
+            result = self.run(*delivery.args, **delivery.kwargs)
         except (Retry, Ignore, Reject):
-            self._record(runtime, admission, Outcome.NONE, started)
+            self._record(delivery, Outcome.NONE)
             raise
         except Exception as exc:
-            self._on_failure(
-                runtime,
-                exc,
-                args=args,
-                kwargs=kwargs,
-                state=state,
-                deadline=deadline,
-                admission=admission,
-                started=started,
-            )
-        self._record(runtime, admission, Outcome.OK, started)
-        if state.failures or redelivered:
+            self._on_failure(delivery, exc)
+        self._record(delivery, Outcome.OK)
+        if state.failures or delivery.redelivered:
             runtime.outcomes.incr("recovered", self.name)
             if runtime.metrics is not None:
                 runtime.metrics.record_recovered(state.failures)
         return result
 
-    def _admit(
-        self,
-        runtime: ResilienceRuntime,
-        *,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        state: DeliveryState,
-        deadline: float | None,
-    ) -> Admission | None:
+    def _dead_letter_before_run(
+        self, delivery: Delivery, error: AlchemiserError, reason: str
+    ) -> NoReturn:
+        dead_letter(
+            self, delivery, error, state=delivery.state, reason=reason, cause=None, counted=False
+        )
+        raise Ignore()
+
+    def _admit(self, delivery: Delivery) -> Admission | None:
         """Ask the declared resources to admit this run; defer it (no attempt spent) if not."""
+        runtime, state = delivery.runtime, delivery.state
         guard = runtime.guard
         if guard is None or not self.resources:
             return None
-        admission = guard.admit(self.resources, ticket=f"{self.request.id}:{state.delivery}")
+        admission = guard.admit(self.resources, ticket=f"{delivery.task_id}:{state.delivery}")
         if admission.admitted:
             # The body may read it (e.g. to tell an API when the call was admitted).
             self.request.update(admission=admission)
@@ -333,6 +208,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             else AdmissionRefusedError
         )
         now_s = runtime.clock.now_s()
+        deadline = delivery.deadline
         # Spread the deferred runs so they do not all come back at the same instant, but never
         # so far that a run which could still meet its deadline misses it.
         wait_s = admission.retry_after_s * (1.0 + runtime.rng.uniform(0.0, ADMISSION_JITTER))
@@ -351,51 +227,48 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             deadline_s=deadline,
         )
         if decision.action is Action.DEAD_LETTER:
-            self._dead_letter(
-                runtime, refused, args=args, kwargs=kwargs, state=state,
-                reason=decision.reason, cause=None, counted=False,
-            )  # fmt: skip
-            raise Ignore()
+            self._dead_letter_before_run(delivery, refused, decision.reason)
         _log.debug(
             "task_deferred",
             task=self.name,
-            task_id=str(self.request.id),
+            task_id=delivery.task_id,
             resource=admission.refused_by,
             reason=admission.reason,
             countdown_s=round(decision.countdown_s, 3),
         )
-        record = self._attempt_record(runtime, refused, decision, now_s, state)
-        self._report(
-            runtime, "defer", refused, state, decision.reason, countdown_s=decision.countdown_s
-        )
+        record = delivery.attempt_record(refused, decision, now_s, state)
+        report(
+            self, delivery, "defer", refused,
+            state=state, reason=decision.reason, countdown_s=decision.countdown_s,
+        )  # fmt: skip
         self._schedule_retry(
-            args, kwargs, decision.countdown_s, state.after(record, deferred=True), refused
+            delivery, decision.countdown_s, state.after(record, deferred=True), refused
         )
 
     def _record(
         self,
-        runtime: ResilienceRuntime,
-        admission: Admission | None,
+        delivery: Delivery,
         outcome: Outcome,
-        started: float,
         *,
         retry: RetryKind | None = None,
         push_s: float | None = None,
     ) -> bool:
         """Record the run's outcome on its resources; whether the retry budget pays a retry."""
-        if admission is None or runtime.guard is None:
+        guard = delivery.runtime.guard
+        if delivery.admission is None or guard is None:
             return True
-        result = runtime.guard.record(
-            admission,
+        result = guard.record(
+            delivery.admission,
             outcome,
-            duration_s=time.perf_counter() - started,
+            duration_s=time.perf_counter() - delivery.started,
             retry=retry,
             push_s=push_s,
         )
         return result.retry_allowed
 
-    def _count_redelivery(self, runtime: ResilienceRuntime, state: DeliveryState) -> int:
-        key = runtime.keys.redeliveries(str(self.request.id), state.delivery)
+    def _count_redelivery(self, delivery: Delivery) -> int:
+        runtime = delivery.runtime
+        key = runtime.keys.redeliveries(delivery.task_id, delivery.state.delivery)
         pipe = runtime.redis.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, REDELIVERY_KEY_TTL_S)
@@ -407,20 +280,9 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             return 0
         return int(count)
 
-    def _on_failure(
-        self,
-        runtime: ResilienceRuntime,
-        exc: Exception,
-        *,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        state: DeliveryState,
-        deadline: float | None,
-        admission: Admission | None = None,
-        started: float = 0.0,
-    ) -> NoReturn:
-        request = self.request
-        error = self._handle(runtime, exc, state).error
+    def _on_failure(self, delivery: Delivery, exc: Exception) -> NoReturn:
+        runtime, state = delivery.runtime, delivery.state
+        error = self.handle(delivery, exc).error
         error.retry_count = state.failures
         now_s = runtime.clock.now_s()
         decision = decide(
@@ -428,29 +290,27 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             state.failures + 1,
             now_s=now_s,
             max_countdown_s=runtime.max_countdown_s,
-            deadline_s=deadline,
+            deadline_s=delivery.deadline,
             rng=runtime.rng,
         )
         retry_kind: RetryKind | None = None
         if decision.action is Action.RETRY:
             retry_kind = "timeout" if is_timeout(exc) else "retry"
         retry_paid = self._record(
-            runtime,
-            admission,
+            delivery,
             Outcome.FAILED if error.policy.counts_against_breaker else Outcome.IGNORED,
-            started,
             retry=retry_kind,
             push_s=error.retry_after_s if isinstance(error, RateLimitError) else None,
         )
         if not retry_paid:
             decision = Decision(Action.DEAD_LETTER, 0.0, "retry budget exhausted")
-        record = self._attempt_record(runtime, error, decision, now_s, state)
+        record = delivery.attempt_record(error, decision, now_s, state)
         deferred = decision.action is Action.DEFER
         next_state = state.after(record, deferred=deferred)
         _log.info(
             "task_failed",
             task=self.name,
-            task_id=str(request.id),
+            task_id=delivery.task_id,
             error_type=error.error_type,
             error_id=error.error_id,
             action=decision.action.value,
@@ -459,251 +319,55 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             reason=decision.reason,
         )
         if decision.action is Action.DEAD_LETTER:
-            self._dead_letter(
-                runtime,
-                error,
-                args=args,
-                kwargs=kwargs,
-                state=next_state,
-                reason=decision.reason,
-                cause=exc,
-                counted=True,
-            )
+            dead_letter(
+                self, delivery, error,
+                state=next_state, reason=decision.reason, cause=exc, counted=True,
+            )  # fmt: skip
             raise error from exc
         runtime.outcomes.incr("deferred" if deferred else "retried", self.name)
-        self._report(
-            runtime,
-            "defer" if deferred else "retry",
-            error,
-            state,
-            decision.reason,
-            cause=exc,
-            countdown_s=decision.countdown_s,
-        )
-        self._schedule_retry(args, kwargs, decision.countdown_s, next_state, error)
+        report(
+            self, delivery, "defer" if deferred else "retry", error,
+            state=state, reason=decision.reason, cause=exc, countdown_s=decision.countdown_s,
+        )  # fmt: skip
+        self._schedule_retry(delivery, decision.countdown_s, next_state, error)
 
-    def _handle(
-        self, runtime: ResilienceRuntime, exc: BaseException, state: DeliveryState
-    ) -> ErrorDetails:
-        """Classify ``exc`` and have the runtime's handler count and log it."""
-        request = self.request
+    def handle(self, delivery: Delivery, exc: BaseException) -> ErrorDetails:
+        """Classify ``exc`` (once: the body may have) and have the runtime's handler count and
+        log it."""
+        classified = None
+        if delivery.classified is not None and delivery.classified[0] is exc:
+            classified = delivery.classified[1]
         context = ErrorContext(
             operation=self.name,
             component=self.component,
             function_name=getattr(self.run, "__name__", None),
-            request_id=str(request.id),
+            request_id=delivery.task_id,
         )
-        return runtime.handler.handle_error(
+        attempt = delivery.state.failures + 1
+        return delivery.runtime.handler.handle_error(
             exc,
             context,
             self.component,
-            {"task_name": self.name, "task_id": str(request.id), "attempt": state.failures + 1},
+            {"task_name": self.name, "task_id": delivery.task_id, "attempt": attempt},
+            classified=classified,
         )
 
     def _schedule_retry(
-        self,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        countdown_s: float,
-        state: DeliveryState,
-        error: AlchemiserError,
+        self, delivery: Delivery, countdown_s: float, state: DeliveryState, error: AlchemiserError
     ) -> NoReturn:
         headers = {**(self.request.headers or {}), HEADER: state.to_header()}
         try:
             raise self.retry(
-                args=args, kwargs=kwargs, countdown=countdown_s, headers=headers, exc=error
+                args=delivery.args,
+                kwargs=delivery.kwargs,
+                countdown=countdown_s,
+                headers=headers,
+                exc=error,
             )
         except Reject as publish_failed:
             # Celery turns a failed publish of the retry into Reject(requeue=False), which
             # deletes the message on Redis: the task would be lost. Hand it back instead.
             _log.critical(
-                "retry_publish_failed", task_id=str(self.request.id), error=str(publish_failed)
+                "retry_publish_failed", task_id=delivery.task_id, error=str(publish_failed)
             )
             raise Reject(str(publish_failed), requeue=True) from publish_failed
-
-    def _attempt_record(
-        self,
-        runtime: ResilienceRuntime,
-        error: AlchemiserError,
-        decision: Decision,
-        now_s: float,
-        state: DeliveryState,
-    ) -> dict[str, Any]:
-        return {
-            "attempt": state.failures + 1,
-            "at": _iso(now_s),
-            "error_type": error.error_type,
-            "message": runtime.scrubber.text(error.message)[:MESSAGE_LIMIT],
-            "action": decision.action.value,
-            "countdown_s": round(decision.countdown_s, 3),
-            "hostname": str(self.request.hostname or ""),
-        }
-
-    def _dead_letter(
-        self,
-        runtime: ResilienceRuntime,
-        error: AlchemiserError,
-        *,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        state: DeliveryState,
-        reason: str,
-        cause: BaseException | None,
-        counted: bool,
-    ) -> None:
-        """Write the dead letter, count it, report and escalate it. ``counted``: whether the
-        error handler has counted ``error`` already (a failure of the body); one dead-lettered
-        before the body ran is counted here, so every dead letter is one handled error.
-
-        Raises :class:`_SettledElsewhere` instead if :meth:`settled_elsewhere` finds the work
-        done, so the dead letters list only tasks that did not happen."""
-        self._settle_elsewhere(runtime, error, kwargs, state)
-        request = self.request
-        scrub = runtime.scrubber
-        now_s = runtime.clock.now_s()
-        history = list(state.history)
-        if not history or history[-1].get("error_type") != error.error_type:
-            history.append(
-                self._attempt_record(
-                    runtime, error, Decision(Action.DEAD_LETTER, 0.0, reason), now_s, state
-                )
-            )
-        tb = "".join(traceback.format_exception(cause)) if cause is not None else None
-        delivery_info = request.delivery_info or {}
-        entry = DeadLetter(
-            id=str(request.id),
-            task=self.name,
-            queue=delivery_info.get("routing_key"),
-            args=bound_value(scrub(list(args))),
-            kwargs=bound_value(scrub(kwargs)),
-            headers=scrub({HEADER: state.to_header()}),
-            client_order_id=bound_value(self.client_order_id_of(kwargs), 128),
-            error_type=error.error_type,
-            message=scrub.text(error.message)[:MESSAGE_LIMIT],
-            reason=reason,
-            severity=error.severity.value,
-            traceback=scrub.text(tb) if tb else None,
-            context=scrub(
-                {
-                    "component": self.component,
-                    "operation": self.name,
-                    "error_id": error.error_id,
-                    "error_context": error.context.to_dict() if error.context else None,
-                    "details": error.details,
-                }
-            ),
-            attempts=history,
-            hostname=str(request.hostname or ""),
-            dead_at=_iso(now_s),
-            replay_of=state.replay_of,
-        )
-        try:
-            evicted = runtime.dead_letters.add(entry)
-        except Exception as store_failure:
-            # Without the dead letter, acking would lose the task: hand it back to the queue.
-            _log.critical("dead_letter_write_failed", task_id=entry.id, error=repr(store_failure))
-            raise Reject(str(store_failure), requeue=True) from store_failure
-        if evicted:
-            _log.warning("dead_letters_evicted", count=len(evicted), ids=evicted[:10])
-        runtime.outcomes.incr("dead_lettered", self.name)
-        if not counted:
-            self._handle(runtime, error, state)
-        _log.error(
-            "task_dead_lettered",
-            task=self.name,
-            task_id=entry.id,
-            error_type=entry.error_type,
-            reason=reason,
-            attempts=len(history),
-            client_order_id=entry.client_order_id,
-        )
-        self._report(runtime, "dead_letter", error, state, reason, cause=cause, entry=entry)
-        if self.escalates and error.policy.escalate:
-            self._escalate(runtime, error, entry, reason)
-
-    def _settle_elsewhere(
-        self,
-        runtime: ResilienceRuntime,
-        error: AlchemiserError,
-        kwargs: dict[str, Any],
-        state: DeliveryState,
-    ) -> None:
-        """Raise :class:`_SettledElsewhere` if an earlier attempt already did the work."""
-        task_id = str(self.request.id)
-        try:
-            result = self.settled_elsewhere(kwargs, state)
-        except Exception as lookup_failure:  # cannot tell: the dead letter is the safe answer
-            _log.warning(
-                "settlement_lookup_failed",
-                task=self.name,
-                task_id=task_id,
-                error_type=error.error_type,
-                error=runtime.scrubber.text(repr(lookup_failure))[:MESSAGE_LIMIT],
-            )
-            return
-        if result is None:
-            return
-        _log.info(
-            "task_settled_elsewhere", task=self.name, task_id=task_id, error_type=error.error_type
-        )
-        runtime.outcomes.incr("recovered", self.name)
-        if runtime.metrics is not None:
-            runtime.metrics.record_recovered(state.failures)
-        raise _SettledElsewhere(result)
-
-    def _report(
-        self,
-        runtime: ResilienceRuntime,
-        action: FailureAction,
-        error: AlchemiserError,
-        state: DeliveryState,
-        reason: str,
-        *,
-        cause: BaseException | None = None,
-        countdown_s: float = 0.0,
-        entry: DeadLetter | None = None,
-    ) -> None:
-        """Tell the runtime's reporters (an error tracker) of this failure."""
-        if not runtime.reporters:
-            return
-        # A dead letter's state already counts its last failure: its history says how many
-        # of the attempts before it were retried.
-        retries = state.failures
-        if entry is not None:
-            retries = sum(attempt.get("action") == Action.RETRY.value for attempt in entry.attempts)
-        report = FailureReport(
-            action=action,
-            error=error,
-            cause=cause,
-            task_name=self.name,
-            task_id=str(self.request.id),
-            component=self.component,
-            reason=reason,
-            retry_count=retries,
-            resources=self.resources,
-            admission=self.admission,
-            countdown_s=countdown_s,
-            dead_letter_id=entry.id if entry else None,
-            client_order_id=entry.client_order_id if entry else None,
-            attempts=tuple(entry.attempts) if entry else (),
-        )
-        report_to(runtime.reporters, report)
-
-    def _escalate(
-        self, runtime: ResilienceRuntime, error: AlchemiserError, entry: DeadLetter, reason: str
-    ) -> None:
-        data = notification_data(
-            error,
-            component=self.component,
-            operation=self.name,
-            task_name=self.name,
-            scrub=runtime.scrubber,
-            dead_letter_id=entry.id,
-            client_order_id=entry.client_order_id,
-            attempts=len(entry.attempts),
-            reason=reason,
-        )
-        try:
-            self.app.send_task(runtime.escalation_task, kwargs={"notification": data})
-        except Exception as publish_failure:  # the dead letter is stored; the alert is best effort
-            _log.error("escalation_publish_failed", task_id=entry.id, error=repr(publish_failure))

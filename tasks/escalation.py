@@ -1,8 +1,8 @@
 """``tasks.escalate``: told of every final failure; runs the escalation, one step per run.
 
 Published by ``ResilientTask`` with ``notification`` (the scrubbed
-:class:`~resilience.context.ErrorNotificationData` of a dead letter): the failure is logged and
-noted into its group's alert. The escalation service then asks for runs of its own, published
+:class:`~resilience.policy.context.ErrorNotificationData` of a dead letter): the failure is logged
+and noted into its group's alert. The escalation service then asks for runs of its own, published
 here with their countdowns on the ``escalation`` queue: ``flush`` (send what the alert's flush
 decided, on the policy's channels) and ``retry`` (a channel that failed for a while, once
 more). ``alchemiser alerts ack`` publishes ``acknowledged`` (tell PagerDuty the incident was
@@ -32,6 +32,9 @@ class EscalationTask(ResilientTask):
     """Escalation never escalates its own failures (that would loop)."""
 
     escalates = False
+    # Its failures are classified and counted with the trading components' (as before
+    # components were the application's to name).
+    component = "trading"
 
 
 @application_task(base=EscalationTask, name="tasks.escalate")

@@ -18,8 +18,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from resilience.classify import pydantic_problems
 from resilience.errors import ValidationError
+from resilience.policy.classify import pydantic_problems
 from tasks.ordering import parse_deadline
 
 __all__ = [

@@ -13,9 +13,9 @@ from typing import Any
 from celery import Celery
 from pydantic import BaseModel
 
-from resilience.deadletter import DeadLetter
+from resilience.deadletter.replay import PublishReplay, ReplayRefused
+from resilience.deadletter.store import DeadLetter
 from resilience.errors import MalformedMessageError, ValidationError
-from resilience.replay import PublishReplay, ReplayRefused
 from resilience.task import HEADER
 from tasks.ordering import parse_deadline_s
 from tasks.payloads import (
@@ -42,7 +42,7 @@ REPLAYABLE: dict[str, type[BaseModel]] = {
 def prepare_replay(
     *, now_s: Callable[[], float], renew_ttl_s: float | None = None
 ) -> Callable[[DeadLetter], dict[str, Any]]:
-    """A ``prepare`` callable for :class:`resilience.replay.Replayer`.
+    """A ``prepare`` callable for :class:`resilience.deadletter.replay.Replayer`.
 
     Refuses unregistered tasks, payloads that no longer validate, and orders past their
     deadline (unless ``renew_ttl_s`` gives them a new one).
@@ -59,8 +59,8 @@ def prepare_replay(
             raise ReplayRefused(f"{entry.task!r} is not a registered trading task")
         kwargs = dict(entry.kwargs)
         if entry.task == "tasks.submit_order":
-            if entry.client_order_id:
-                kwargs["client_order_id"] = entry.client_order_id
+            if entry.idempotency_key:
+                kwargs["client_order_id"] = entry.idempotency_key
             deadline = parse_deadline_s(kwargs.get("valid_until"))
             if renew_ttl_s is not None:
                 renewed = datetime.fromtimestamp(now_s(), UTC) + timedelta(seconds=renew_ttl_s)
@@ -79,8 +79,8 @@ def prepare_replay(
 
 
 def replay_publisher(app: Celery) -> PublishReplay:
-    """A ``publish`` callable for :class:`resilience.replay.Replayer`: the original task, on
-    its queue, marked as a replay of the entry (so an order is looked up before it is sent)."""
+    """A ``publish`` callable for :class:`resilience.deadletter.replay.Replayer`: the original task,
+    on its queue, marked as a replay of the entry (so an order is looked up before it is sent)."""
 
     def publish(entry: DeadLetter, kwargs: dict[str, Any]) -> str:
         result = app.send_task(

@@ -1,21 +1,17 @@
-"""Queues and routes (CONTRACT): every task lands on its queue whoever sends it."""
+"""Queues and routes (CONTRACT): every task lands on its queue whoever sends it. Read from the
+application's spec (tasks/spec.py)."""
 
 from __future__ import annotations
 
 from kombu import Exchange, Queue
 
+from tasks.spec import SPEC
+
 __all__ = ["QUEUES", "ROUTES", "queue_declarations", "queue_of"]
 
-QUEUES = ("trading", "market_data", "escalation")
+QUEUES = SPEC.queues
 
-ROUTES: dict[str, dict[str, str]] = {
-    "tasks.submit_order": {"queue": "trading"},
-    "tasks.cancel_order": {"queue": "trading"},
-    "tasks.rebalance": {"queue": "trading"},
-    "tasks.sync_positions": {"queue": "trading"},
-    "tasks.fetch_quote": {"queue": "market_data"},
-    "tasks.escalate": {"queue": "escalation"},
-}
+ROUTES: dict[str, dict[str, str]] = SPEC.task_routes()
 
 
 def queue_declarations() -> list[Queue]:
@@ -28,5 +24,5 @@ def queue_declarations() -> list[Queue]:
 
 
 def queue_of(task_name: str) -> str:
-    """The queue ``task_name`` is routed to (``trading`` for unknown names)."""
-    return ROUTES.get(task_name, {"queue": "trading"})["queue"]
+    """The queue ``task_name`` is routed to (the default queue for unknown names)."""
+    return ROUTES.get(task_name, {"queue": SPEC.default_queue})["queue"]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from celery import Celery
 
 from resilience.chaos import ChaosStore
-from resilience.monitoring import ThresholdMonitor
 from resilience.notify.service import EscalationService
+from resilience.observability.monitoring import ThresholdMonitor
 from resilience.task import ResilienceRuntime
 from tasks.brokers.base import BrokerAdapter
 

@@ -53,6 +53,11 @@ class TradingTask(ResilientTask):
     component = "trading"
     resources = ("broker.api", "broker.orders")
 
+    def idempotency_key_of(self, kwargs: dict[str, Any]) -> str | None:
+        """The order's ``client_order_id``: the broker books it once."""
+        value = kwargs.get("client_order_id")
+        return str(value) if value is not None else None
+
     @property
     def trading(self) -> TradingRuntime:
         """This process's trading runtime."""
@@ -169,7 +174,7 @@ def submit_order(self: OrderTask, /, **payload: Any) -> dict[str, Any]:
     try:
         placed = broker.submit_order(order)
     except Exception as exc:
-        error = self.runtime.handler.classifier.classify(exc, component="trading")
+        error = self.classify(exc)
         if isinstance(error, DuplicateOrderError):
             existing = broker.get_order_by_client_id(order.client_order_id)
             if existing is not None:
@@ -187,7 +192,7 @@ def cancel_order(self: TradingTask, /, **payload: Any) -> dict[str, Any]:
     try:
         order = broker.cancel_order(request.order_id)
     except Exception as exc:
-        error = self.runtime.handler.classifier.classify(exc, component="trading")
+        error = self.classify(exc)
         if isinstance(error, OrderExecutionError) and self.may_have_reached_broker():
             current = broker.get_order(request.order_id)
             if current is not None and current.status == "canceled":

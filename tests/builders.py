@@ -6,11 +6,21 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from resilience.context import ErrorNotificationData
-from resilience.deadletter import DeadLetter
-from resilience.resources import BreakerConfig, ResourceConfig
+from resilience.deadletter.store import DeadLetter
+from resilience.guard.resources import BreakerConfig, ResourceConfig
+from resilience.policy.context import ErrorNotificationData
+from tasks.payloads import OrderRequest
 
-__all__ = ["breaker", "dead_order", "final_failure", "guarded"]
+__all__ = [
+    "ORDER_VALID_UNTIL",
+    "breaker",
+    "dead_order",
+    "final_failure",
+    "guarded",
+    "order_request",
+]
+
+ORDER_VALID_UNTIL = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def breaker(**overrides: Any) -> BreakerConfig:
@@ -51,7 +61,7 @@ def dead_order(entry_id: str = "dl-1", **changes: Any) -> DeadLetter:
             "valid_until": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
         },
         headers={},
-        client_order_id="alc-1",
+        idempotency_key="alc-1",
         error_type="TradingClientError",
         message="TimeoutError: read timed out",
         reason="attempts exhausted (5 of 5)",
@@ -82,3 +92,18 @@ def final_failure(n: int = 1, **changes: Any) -> ErrorNotificationData:
         **changes,
     }
     return failure  # type: ignore[return-value]
+
+
+def order_request(coid: str = "alc-1", **changes: Any) -> OrderRequest:
+    """A market buy of 10 AAPL under client_order_id ``coid``, valid until
+    :data:`ORDER_VALID_UNTIL`; ``changes`` replaces any field (``side="sell"``,
+    ``type="limit", limit_price=90.0``, ...)."""
+    fields: dict[str, Any] = {
+        "symbol": "AAPL",
+        "side": "buy",
+        "qty": 10,
+        "client_order_id": coid,
+        "valid_until": ORDER_VALID_UNTIL,
+    }
+    fields.update(changes)
+    return OrderRequest(**fields)

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from resilience.connection import connect
-from resilience.keys import KeySpace
+from resilience.storage.connection import connect
+from resilience.storage.keys import KeySpace
 from tests.fakes.alpaca_api import FakeAlpacaAPI
 from tests.fakes.http_receiver import HttpReceiver
 from tests.fakes.sentry_receiver import SentryReceiver

@@ -19,8 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from redis import Redis
-from redis.exceptions import RedisError
+from worker.embedded import redis_answers
 
 __all__ = ["RedisProcess", "redis_process"]
 
@@ -62,13 +61,7 @@ class RedisProcess:
         raise RuntimeError(f"redis-server on port {self.port} did not answer in {timeout_s:g} s")
 
     def answers(self) -> bool:
-        client = Redis.from_url(self.url, socket_timeout=0.2, socket_connect_timeout=0.2)
-        try:
-            return bool(client.ping())
-        except (RedisError, OSError):
-            return False
-        finally:
-            client.close()
+        return redis_answers(self.url, timeout_s=0.2)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown save, every client connection reset."""

@@ -9,13 +9,14 @@ import structlog
 from celery import Celery, signals
 from redis import Redis
 
-from resilience.connection import connect
-from resilience.keys import KeySpace
-from resilience.persistence import persistence_of
 from resilience.scrub import Scrubber
+from resilience.storage.connection import connect
+from resilience.storage.keys import KeySpace
+from resilience.storage.persistence import persistence_of
 from resilience.task import RUNTIME_SETTING
 from tasks.routing import ROUTES, queue_declarations
 from tasks.runtime import ORDER_TTL_SETTING, TRADING_RUNTIME_SETTING
+from tasks.spec import SPEC
 from worker.bindings import drop_legacy_bindings
 from worker.epoch_watch import EpochStep
 from worker.logging import configure_logging, scrub_handlers
@@ -26,9 +27,7 @@ from worker.sentry import SentryReporter, install_sentry
 from worker.settings import Settings, load_settings
 from worker.transport import restore_sweep_s
 
-__all__ = ["TASK_MODULES", "create_app"]
-
-TASK_MODULES = ("tasks.trading", "tasks.escalation")
+__all__ = ["create_app"]
 
 _log = structlog.get_logger("alchemiser.worker")
 
@@ -52,11 +51,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     """A configured Celery app; reads the environment when no settings are given."""
     settings = settings or load_settings()
     keys = KeySpace(settings.namespace)
-    modules = list(TASK_MODULES)
-    if settings.trading_broker == "alpaca":
-        # alpaca-py takes ~2 s to import: once in the worker's parent, before the pool forks,
-        # rather than in every child on its first order.
-        modules.append("tasks.brokers.alpaca")
+    modules = list(SPEC.modules_for(settings.trading_broker))
     # Task messages' argument reprs (what Flower and task events show) are scrubbed.
     app = Celery(
         "alchemiser",
@@ -92,9 +87,12 @@ def create_app(settings: Settings | None = None) -> Celery:
         # At least once: ack after the body ran, requeue when the worker process dies.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A task running when the broker connection drops finishes (an order half sent is
+        # settled by its client_order_id); its message comes back if the ack cannot be sent.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_prefetch_multiplier=1,
         task_queues=queue_declarations(),
-        task_default_queue="trading",
+        task_default_queue=SPEC.default_queue,
         task_routes=ROUTES,
         task_create_missing_queues=False,
         broker_transport_options=transport_options,
@@ -104,22 +102,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_consumer="worker.consumer:QuarantiningConsumer",
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
-        # Positions are re-read from the broker (the source of truth) every minute.
-        beat_schedule={
-            "sync-positions": {"task": "tasks.sync_positions", "schedule": 60.0},
-            # Restarts an alert's chain of flushes if one could not be published.
-            "escalation-sweep": {
-                "task": "tasks.escalate",
-                "schedule": 60.0,
-                "kwargs": {"sweep": {}},
-            },
-            # The alert thresholds (resilience.alerts) against the fleet's metrics.
-            "alert-thresholds": {
-                "task": "tasks.escalate",
-                "schedule": 60.0,
-                "kwargs": {"evaluate": {}},
-            },
-        },
+        beat_schedule=SPEC.beat_schedule(),
         timezone="UTC",
         enable_utc=True,
     )

@@ -27,10 +27,10 @@ import requests
 from pydantic import SecretStr
 
 from resilience.errors import ConfigurationError
-from resilience.escalation import EscalationPolicy
 from resilience.notify.channel import Delivery, NotificationChannel
 from resilience.notify.console import ConsoleChannel
 from resilience.notify.email import EmailChannel, EmailConfig
+from resilience.notify.escalation_policy import EscalationPolicy
 from resilience.notify.model import Notification
 from resilience.notify.pagerduty import PagerDutyChannel, PagerDutyConfig
 from resilience.notify.slack import SlackChannel, SlackConfig

@@ -5,7 +5,7 @@ request (an unknown name, an unreadable ETA); anything else (a body that is not
 ``[args, kwargs, embed]``, a ``timelimit`` header that is not two numbers) escapes into the
 event loop as an "Unrecoverable error": the worker exits, the message is restored, and every
 worker that takes it dies the same way. Here such a message is quarantined (a dead letter with
-its raw body, :mod:`resilience.quarantine`) and acknowledged, and the worker goes on.
+its raw body, :mod:`resilience.deadletter.quarantine`) and acknowledged, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from celery.worker.consumer import Consumer
 
-from resilience.quarantine import quarantine_message
+from resilience.deadletter.quarantine import quarantine_message
 from resilience.task import RUNTIME_SETTING, ResilienceRuntime
 
 __all__ = ["QuarantiningConsumer", "malformed_headers"]

@@ -29,9 +29,11 @@ from rich.console import Console
 from rich.table import Table
 
 from resilience.chaos import ChaosRule
+from resilience.deadletter.replay import Replayer
 from resilience.errors import ConfigurationError, error_class_by_name
-from resilience.replay import Replayer
+from resilience.guard.resource_tables import ResourcesTable
 from tasks.brokers.paper import PaperBroker
+from tasks.brokers.paper_keys import PaperKeys
 from tasks.replay import prepare_replay, replay_publisher
 from tasks.runtime import TradingRuntime
 from worker.application import create_app
@@ -142,7 +144,7 @@ class _Demo:
 
     def dead(self) -> dict[str, str]:
         entries = self.runtime.resilience.dead_letters.entries(status="dead")
-        return {e.client_order_id: e.error_type for e in entries if e.client_order_id}
+        return {e.idempotency_key: e.error_type for e in entries if e.idempotency_key}
 
     def counters(self) -> str:
         """The live counters: orders sent, booked, retries so far, dead-lettered."""
@@ -192,8 +194,8 @@ class _Demo:
             if not _transient(entry.error_type):
                 continue
             result = replayer.replay(entry.id, actor="demo")
-            if result.outcome == "replayed" and entry.client_order_id:
-                replayed.append(entry.client_order_id)
+            if result.outcome == "replayed" and entry.idempotency_key:
+                replayed.append(entry.idempotency_key)
             else:
                 self.report.replay_skipped += 1
         self.report.replayed = len(replayed)
@@ -213,7 +215,7 @@ class _Demo:
     def accepted_twice(self) -> int:
         events = cast(
             "list[tuple[str, dict[str, str]]]",
-            self.runtime.resilience.redis.xrange(self.runtime.resilience.keys.paper_log),
+            self.runtime.resilience.redis.xrange(PaperKeys(self.runtime.resilience.keys).log),
         )
         accepted = Counter(
             fields["client_order_id"] for _, fields in events if fields.get("event") == "accepted"
@@ -320,6 +322,24 @@ def _print_report(console: Console, report: DemoReport, source: RedisSource) -> 
     )
 
 
+def demo_settings(base: Settings, *, redis_url: str, broker_url: str, namespace: str) -> Settings:
+    """The configured settings pointed at the demo's Redis and namespace, on the paper broker
+    with the demo's tight resources."""
+    # model_copy does not validate: every table goes in already validated.
+    return base.model_copy(
+        update={
+            "redis_url": redis_url,
+            "broker_url": broker_url,
+            "namespace": namespace,
+            "trading_broker": "paper",
+            "resources": ResourcesTable.model_validate(DEMO_RESOURCES),
+            # This process's own log lines would mix into the report; the workers log
+            # to files at their usual level.
+            "log_level": "ERROR",
+        }
+    )
+
+
 def run_demo(*, orders: int = 40, workers: int = 2, keep: bool = False) -> int:
     """Run the demo; returns the process exit code (0 when nothing was lost or duplicated)."""
     console = Console()
@@ -327,17 +347,8 @@ def run_demo(*, orders: int = 40, workers: int = 2, keep: bool = False) -> int:
     with redis_for_demo(base.redis_url) as source:
         namespace = f"{base.namespace}-demo-{uuid.uuid4().hex[:6]}"
         broker_url = base.effective_broker_url if source.kind == "configured" else source.url
-        settings = base.model_copy(
-            update={
-                "redis_url": source.url,
-                "broker_url": broker_url,
-                "namespace": namespace,
-                "trading_broker": "paper",
-                "resources": DEMO_RESOURCES,
-                # This process's own log lines would mix into the report; the workers log
-                # to files at their usual level.
-                "log_level": "ERROR",
-            }
+        settings = demo_settings(
+            base, redis_url=source.url, broker_url=broker_url, namespace=namespace
         )
         console.print(f"Redis: [bold]{source.kind}[/] ({source.detail}); namespace {namespace}")
         env = {

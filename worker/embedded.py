@@ -2,8 +2,8 @@
 
 In order of preference: the configured ``ALCHEMISER_REDIS_URL`` if it answers; a private
 ``redis-server`` from PATH on a free port in a temporary directory (nothing persisted); else
-fakeredis' TCP server in this process (Lua via lupa), which real Celery workers can use but at
-roughly 1/80 of redis-server's speed (see docs/FIELD-NOTES in shared/).
+fakeredis' TCP server in this process (Lua via lupa; the ``demo`` extra), which real Celery
+workers can use but at roughly 1/80 of redis-server's speed.
 """
 
 from __future__ import annotations
@@ -22,9 +22,19 @@ from typing import Literal
 from redis import Redis
 from redis.exceptions import RedisError
 
-__all__ = ["RedisSource", "private_redis_server", "redis_answers", "redis_for_demo"]
+__all__ = [
+    "NoRedisForDemoError",
+    "RedisSource",
+    "private_redis_server",
+    "redis_answers",
+    "redis_for_demo",
+]
 
 Kind = Literal["configured", "redis-server", "fakeredis"]
+
+
+class NoRedisForDemoError(RuntimeError):
+    """None of the three Redis sources is there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +94,14 @@ def private_redis_server(binary: str) -> Iterator[RedisSource]:
 
 @contextlib.contextmanager
 def _fakeredis_server() -> Iterator[RedisSource]:
-    from fakeredis import TcpFakeServer  # noqa: PLC0415 - last-resort fallback; ~0.3 s to import
+    try:
+        from fakeredis import TcpFakeServer  # noqa: PLC0415 - last-resort fallback; ~0.3 s to import
+    except ImportError as missing:
+        raise NoRedisForDemoError(
+            "no Redis for the demo: ALCHEMISER_REDIS_URL does not answer, redis-server is not on "
+            "PATH, and fakeredis is not installed (pip install 'alchemiser[demo]', or install "
+            "redis-server)"
+        ) from missing
 
     port = _free_port()
     server = TcpFakeServer(("127.0.0.1", port), server_type="redis")

@@ -1,4 +1,4 @@
-"""Each worker remembers the fleet epoch (:mod:`resilience.epoch`) and looks at it again.
+"""Each worker remembers the fleet epoch (:mod:`resilience.storage.epoch`) and looks at it again.
 
 A worker looks when its consumer starts, which it does again after every reconnection to the
 broker (on the Redis broker: right after Redis came back), and then every
@@ -16,11 +16,11 @@ from typing import Any
 import structlog
 from celery import Celery, bootsteps
 
-from resilience.connection import connect
-from resilience.context import ErrorNotificationData
-from resilience.epoch import EpochStore, Sighting, to_failure
-from resilience.keys import KeySpace
-from resilience.server_clock import ServerClock
+from resilience.policy.context import ErrorNotificationData
+from resilience.storage.connection import connect
+from resilience.storage.epoch import EpochStore, Sighting, to_failure
+from resilience.storage.keys import KeySpace
+from resilience.storage.server_clock import ServerClock
 from worker.settings import Settings
 
 __all__ = ["EpochStep", "EpochWatch"]

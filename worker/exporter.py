@@ -21,9 +21,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from resilience.guard_status import BreakerState, GuardStatus
-from resilience.held_messages import HeldMessages
+from resilience.guard.status import BreakerState, GuardStatus
 from resilience.notify.escalator import DeliveryStats
+from resilience.observability.held_messages import HeldMessages
 from resilience.task import ResilienceRuntime
 from tasks.runtime import TradingRuntime
 

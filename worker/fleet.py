@@ -49,11 +49,16 @@ class WorkerProcess:
         self.process.wait(timeout=10)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Warm shutdown (SIGTERM), then SIGKILL if it does not exit in time."""
+        """Warm shutdown, then SIGKILL if it does not exit in time.
+
+        SIGTERM goes to the main process only: it stops consuming, lets the pool finish the
+        tasks running and gives back the messages it holds. Sent to the whole process group it
+        also reached the pool's children, which died mid-task (their messages requeued, an
+        escalation's chain of flushes cut where a flush was running)."""
         if self.process.poll() is not None:
             return
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.kill(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from resilience.connection import connect
-from resilience.held_messages import HeldMessages
-from resilience.keys import KeySpace
+from resilience.observability.held_messages import HeldMessages
+from resilience.storage.connection import connect
+from resilience.storage.keys import KeySpace
 from worker.settings import Settings
 
 __all__ = ["HeldMessageReader", "held_message_reader"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from resilience.health import HealthReport, HealthStatus
+from resilience.observability.health import HealthReport, HealthStatus
 
 __all__ = ["ObservabilityServer", "Sources"]
 

@@ -3,8 +3,8 @@
 serve``; everything is read from Redis, so any process answers for the whole fleet.
 
 Windows (errors in the last 5 minutes, dead letters in the last 15) are taken on the fleet's
-clock (:class:`~resilience.server_clock.ServerClock`: Redis time plus the chaos drill's shift),
-so every host agrees and ``alchemiser chaos clock`` ages an incident out as it ages alerts.
+clock (:class:`~resilience.storage.server_clock.ServerClock`: Redis time plus the chaos drill's
+shift), so every host agrees and ``alchemiser chaos clock`` ages an incident out as it ages alerts.
 """
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ from typing import Any
 
 from redis import Redis
 
-from resilience.deadletter import DeadLetterStore
-from resilience.epoch import EpochStore
-from resilience.guard_status import GuardStatus
-from resilience.health import HealthCheck, HealthMonitor, HealthReport
-from resilience.held_messages import held_messages_check
-from resilience.keys import KeySpace
-from resilience.metrics import ErrorMetrics
+from resilience.deadletter.store import DeadLetterStore
+from resilience.guard.status import GuardStatus
 from resilience.notify.alert_store import AlertStore
+from resilience.observability.health import HealthCheck, HealthMonitor, HealthReport
+from resilience.observability.held_messages import held_messages_check
+from resilience.observability.metrics import ErrorMetrics
 from resilience.scrub import Scrubber
-from resilience.server_clock import ServerClock
+from resilience.storage.epoch import EpochStore
+from resilience.storage.keys import KeySpace
+from resilience.storage.server_clock import ServerClock
+from tasks.spec import SPEC
 from worker.exporter import render_metrics
 from worker.held_messages import HeldMessageReader, held_message_reader
 from worker.http import Sources
@@ -84,6 +85,7 @@ def _health_monitor(
         clock=readers.clock,
         thresholds=settings.alert_thresholds_config.static,
         extra_checks=_held_checks(settings, readers.held),
+        advice=SPEC.advice,
     )
 
 

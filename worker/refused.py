@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from resilience.quarantine import quarantine_message
+from resilience.deadletter.quarantine import quarantine_message
 from resilience.task import ResilienceRuntime
 
 __all__ = ["quarantine_refused_messages"]

@@ -6,34 +6,29 @@ parent; guarded by a lock for thread pools.
 
 from __future__ import annotations
 
-import threading
-
 import structlog
 from redis import Redis
 
-from resilience.alerts import AlertEvaluator
 from resilience.chaos import ChaosStore
-from resilience.classify import default_classifier
-from resilience.clock import Clock, SystemClock
-from resilience.connection import connect
-from resilience.deadletter import DeadLetterStore
-from resilience.guard import Guard
-from resilience.handler import ErrorHandler
-from resilience.keys import KeySpace
-from resilience.metrics import ErrorMetrics
-from resilience.monitoring import FleetSignals, RedisCooldown, ThresholdMonitor
 from resilience.notify.alert_store import AlertStore
 from resilience.notify.escalator import DeliveryStats, Escalator
 from resilience.notify.service import EscalationService
 from resilience.notify.throttle import NotificationThrottle
-from resilience.outcomes import OutcomeCounter
-from resilience.reporting import FailureReporter
+from resilience.observability.metrics import ErrorMetrics
+from resilience.observability.monitoring import FleetSignals, RedisCooldown, ThresholdMonitor
+from resilience.observability.reporting import FailureReporter
+from resilience.observability.thresholds import AlertEvaluator
+from resilience.policy.classify import default_classifier
+from resilience.runtime import LazyRuntime, build_resilience_runtime
 from resilience.scrub import Scrubber
-from resilience.server_clock import ServerClock
+from resilience.storage.clock import Clock, SystemClock
+from resilience.storage.keys import KeySpace
+from resilience.storage.server_clock import ServerClock
 from resilience.task import ResilienceRuntime
 from tasks.brokers.base import BrokerAdapter
 from tasks.brokers.paper import PaperBroker
 from tasks.runtime import TradingRuntime
+from tasks.spec import SPEC
 from worker.channels import build_channels, resolved_to, unconfigured
 from worker.settings import Settings
 
@@ -60,28 +55,22 @@ def build_runtime(
     """Every service a worker process needs, wired from ``settings``; ``reporters`` (an error
     tracker) hear of every retry, deferral and dead letter."""
     clock = clock or SystemClock()
-    keys = KeySpace(settings.namespace)
-    client = connect(settings.redis_url, socket_timeout_s=settings.redis_socket_timeout_s)
-    scrubber = Scrubber(settings.secret_values())
-    classifier = default_classifier()
-    guard = Guard(client, keys, settings.resource_configs, record_successes_late=True)
-    metrics = ErrorMetrics(client, keys, clock, scrubber=scrubber)
-    resilience = ResilienceRuntime(
-        redis=client,
-        keys=keys,
-        dead_letters=DeadLetterStore(
-            client, keys, max_entries=settings.dlq_max_entries, retention_s=settings.dlq_retention_s
-        ),
-        handler=ErrorHandler(classifier=classifier, recorders=(metrics,), scrubber=scrubber),
-        scrubber=scrubber,
-        outcomes=OutcomeCounter(client, keys),
+    resilience = build_resilience_runtime(
+        settings.redis_url,
+        settings.namespace,
+        resources=settings.resource_configs,
+        classifier=default_classifier(SPEC.domain),
+        secrets=settings.secret_values(),
         clock=clock,
+        reporters=reporters,
+        escalation_task="tasks.escalate",
         max_countdown_s=settings.max_countdown_s,
         max_redeliveries=settings.max_redeliveries,
-        guard=guard,
-        metrics=metrics,
-        reporters=reporters,
+        dlq_max_entries=settings.dlq_max_entries,
+        dlq_retention_s=settings.dlq_retention_s,
+        socket_timeout_s=settings.redis_socket_timeout_s,
     )
+    client, keys, guard = resilience.redis, resilience.keys, resilience.guard
     chaos = ChaosStore(client, keys)
     broker: BrokerAdapter
     if settings.trading_broker == "paper":
@@ -102,7 +91,7 @@ def build_runtime(
         # A spent window (remaining 0, or a 429) holds the whole fleet's account limiter back
         # until Alpaca's reset, not just this worker.
         def hold_account_limit(hint: RateLimitHint) -> None:
-            if hint.reset_at_s is not None:
+            if hint.reset_at_s is not None and guard is not None:
                 guard.push(ACCOUNT_RESOURCE, max(hint.reset_at_s - clock.now_s(), 0.0))
 
         broker = AlpacaBroker.from_settings(settings, on_rate_limit=hold_account_limit)
@@ -151,22 +140,16 @@ class RuntimeProvider:
     """Builds the runtime once per process, on first use."""
 
     def __init__(self, settings: Settings, *, reporters: tuple[FailureReporter, ...] = ()) -> None:
-        self._settings = settings
-        self._reporters = reporters
-        self._lock = threading.Lock()
-        self._runtime: TradingRuntime | None = None
+        self._runtime = LazyRuntime(lambda: build_runtime(settings, reporters=reporters))
 
     def __call__(self) -> TradingRuntime:
-        if self._runtime is None:
-            with self._lock:
-                if self._runtime is None:
-                    self._runtime = build_runtime(self._settings, reporters=self._reporters)
-        return self._runtime
+        return self._runtime()
 
     def flush(self) -> None:
         """Settle the successes still recorded late, if this process built a runtime."""
-        if self._runtime is not None and self._runtime.resilience.guard is not None:
-            self._runtime.resilience.guard.flush()
+        built = self._runtime.built()
+        if built is not None and built.resilience.guard is not None:
+            built.resilience.guard.flush()
 
     def resilience(self) -> ResilienceRuntime:
         """The resilience part (what ``ResilientTask`` asks for)."""

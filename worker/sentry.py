@@ -1,7 +1,7 @@
 """Sentry: one event per final failure (a dead letter) or internal error, nothing for retries.
 
-:class:`SentryReporter` is both a :class:`~resilience.reporting.FailureReporter` of the
-runtime and the ``before_send``/``before_breadcrumb`` of sentry-sdk:
+:class:`SentryReporter` is both a :class:`~resilience.observability.reporting.FailureReporter` of
+the runtime and the ``before_send``/``before_breadcrumb`` of sentry-sdk:
 
 - a **dead letter** is captured here as one event (its cause's stack trace, our error class as
   the issue's title, the attempt history as breadcrumbs); the same error re-raised to Celery
@@ -35,8 +35,8 @@ from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
 from sentry_sdk.utils import event_from_exception
 
 from resilience.errors import AlchemiserError, CircuitBreakerOpenError
-from resilience.guard import Admission
-from resilience.reporting import FailureReport
+from resilience.guard.admission import Admission
+from resilience.observability.reporting import FailureReport
 from resilience.scrub import SECRET_KEY_PARTS, Scrubber
 from resilience.task import DeliveryState
 from worker.settings import Settings
@@ -177,7 +177,7 @@ class SentryReporter:
         )
         event.setdefault("contexts", {})["dead_letter"] = {
             "dead_letter_id": report.dead_letter_id,
-            "client_order_id": report.client_order_id,
+            "client_order_id": report.idempotency_key,
             "task_id": report.task_id,
             "reason": report.reason,
             "attempts": len(report.attempts),

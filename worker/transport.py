@@ -38,7 +38,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 
-from resilience.scripts import lua_source
+from resilience.storage.scripts import lua_source
 
 __all__ = [
     "LEASE_RENEWALS_PER_TIMEOUT",

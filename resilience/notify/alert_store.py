@@ -28,14 +28,14 @@ from typing import Literal
 
 from redis import Redis
 
-from resilience.clock import Clock
-from resilience.context import ErrorNotificationData
 from resilience.errors import ConfigurationError
-from resilience.escalation import EscalationRule
-from resilience.keys import KeySpace
+from resilience.notify.escalation_policy import EscalationRule
 from resilience.notify.model import MAX_EXAMPLES, Example, Notification, group_key
-from resilience.policy import ErrorSeverity
-from resilience.scripts import register
+from resilience.policy.context import ErrorNotificationData
+from resilience.policy.retry import ErrorSeverity
+from resilience.storage.clock import Clock
+from resilience.storage.keys import KeySpace
+from resilience.storage.scripts import CLOCK_LIB, register
 
 __all__ = [
     "MAX_MEMBERS",
@@ -137,9 +137,9 @@ class AlertStore:
         self._keys = keys
         self.timing = timing or GroupTiming()
         self._server_clock = server_clock
-        self._note = register(client, "resilience", "alert_note", library="clock_lib")
-        self._flush = register(client, "resilience", "alert_flush", library="clock_lib")
-        self._ack = register(client, "resilience", "alert_ack")
+        self._note = register(client, "resilience.notify", "alert_note", library=(CLOCK_LIB,))
+        self._flush = register(client, "resilience.notify", "alert_flush", library=(CLOCK_LIB,))
+        self._ack = register(client, "resilience.notify", "alert_ack")
 
     def _now(self) -> str:
         return "" if self._server_clock is None else str(int(self._server_clock.now_s() * 1e6))
@@ -275,5 +275,5 @@ def _notification(group: str, severity: str, count: int, examples_json: str) -> 
         error_type=error_type,
         component=component,
         count=count,
-        examples=tuple(Example(**e) for e in json.loads(examples_json)),
+        examples=tuple(Example.from_json(e) for e in json.loads(examples_json)),
     )

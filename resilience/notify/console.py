@@ -18,7 +18,7 @@ import structlog
 from resilience.notify import render
 from resilience.notify.channel import Delivery, FailureReason
 from resilience.notify.model import Notification
-from resilience.policy import ErrorSeverity
+from resilience.policy.retry import ErrorSeverity
 
 __all__ = ["ConsoleChannel"]
 

@@ -33,12 +33,12 @@ import structlog
 from redis import Redis
 from redis.exceptions import RedisError
 
-from resilience.escalation import CHANNEL_NAMES, EscalationRule
-from resilience.keys import KeySpace
 from resilience.notify.alert_store import AcknowledgedNotice, Flush
 from resilience.notify.channel import Delivery, NotificationChannel
+from resilience.notify.escalation_policy import CHANNEL_NAMES, EscalationRule
 from resilience.notify.model import Notification, NotificationStatus
 from resilience.notify.throttle import NotificationThrottle
+from resilience.storage.keys import KeySpace
 
 __all__ = [
     "ACKNOWLEDGED_TO",

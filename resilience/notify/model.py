@@ -1,7 +1,7 @@
 """What a person is told about failures: one :class:`Notification` per group of alike failures.
 
-A notification is built from the scrubbed :class:`~resilience.context.ErrorNotificationData` the
-error handler produces for each final failure, so nothing secret is in it to begin with; the
+A notification is built from the scrubbed :class:`~resilience.policy.context.ErrorNotificationData`
+the error handler produces for each final failure, so nothing secret is in it to begin with; the
 channels render it (``resilience.notify.render``) and send it. Failures of the same error type in
 the same component form one group (Alertmanager's ``group_by``): the group's notification
 carries how many there were and the first few as examples, and says how many notifications
@@ -11,12 +11,12 @@ the rate limits held back since the last one went out.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from resilience.context import ErrorNotificationData
-from resilience.policy import ErrorSeverity
+from resilience.policy.context import ErrorNotificationData
+from resilience.policy.retry import ErrorSeverity
 
 __all__ = [
     "MAX_EXAMPLES",
@@ -46,6 +46,13 @@ def group_key(error_type: str, component: str) -> str:
     return f"{error_type}:{component}"
 
 
+def _legacy_key(document: Mapping[str, object]) -> str | None:
+    """The idempotency key as written before 2026-12-05, named after the trading app's orders
+    (alerts still open, escalations still in flight)."""
+    value = document.get("client_order_id")
+    return value if isinstance(value, str) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Example:
     """One failure of a group, as much as a person needs to find it."""
@@ -56,9 +63,17 @@ class Example:
     operation: str
     occurred_at: str  # ISO 8601, UTC
     dead_letter_id: str | None = None
-    client_order_id: str | None = None
+    idempotency_key: str | None = None  # what makes the task's effect happen once
     attempts: int = 0
     reason: str = ""  # why it failed for good ("retries exhausted", "not retryable", ...)
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> Example:
+        """An example as ``asdict`` wrote it (in the alert store, in an escalation's
+        arguments)."""
+        fields = {name: document[name] for name in cls.__dataclass_fields__ if name in document}
+        fields.setdefault("idempotency_key", _legacy_key(document))
+        return cls(**fields)
 
     @classmethod
     def from_data(cls, data: ErrorNotificationData) -> Example:
@@ -70,7 +85,7 @@ class Example:
             operation=data["operation"],
             occurred_at=data["occurred_at"],
             dead_letter_id=data.get("dead_letter_id"),
-            client_order_id=data.get("client_order_id"),
+            idempotency_key=data.get("idempotency_key") or _legacy_key(data),
             attempts=int(data.get("attempts") or 0),
             reason=data.get("reason") or "",
         )
@@ -198,7 +213,7 @@ def notification_from_json(document: dict[str, Any]) -> Notification:
         error_type=document["error_type"],
         component=document["component"],
         count=int(document["count"]),
-        examples=tuple(Example(**example) for example in document["examples"]),
+        examples=tuple(Example.from_json(example) for example in document["examples"]),
         status=NotificationStatus(document["status"]),
         held_back=int(document["held_back"]),
         runbook_url=document.get("runbook_url"),

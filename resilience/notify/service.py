@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 import structlog
 
-from resilience.clock import Clock
-from resilience.context import ErrorNotificationData
-from resilience.escalation import EscalationPolicy, EscalationRule
 from resilience.notify.alert_store import AlertStore, Flush
 from resilience.notify.channel import Delivery
+from resilience.notify.escalation_policy import EscalationPolicy, EscalationRule
 from resilience.notify.escalator import Escalator, SendReport
 from resilience.notify.model import Notification, notification_from_json, notification_to_json
+from resilience.policy.context import ErrorNotificationData
+from resilience.storage.clock import Clock
 
 __all__ = ["MAX_CHANNEL_RETRIES", "SWEEP_GRACE_S", "EscalationService", "Next"]
 

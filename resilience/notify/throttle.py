@@ -19,19 +19,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
+from pydantic import RootModel, field_validator, model_validator
 from redis import Redis
 from redis.exceptions import RedisError
 
-from resilience.clock import Clock
+from resilience.config_table import ConfigTable, is_, unknown_keys
 from resilience.errors import ConfigurationError
-from resilience.keys import KeySpace
 from resilience.notify.model import Notification
-from resilience.policy import ErrorSeverity
-from resilience.scripts import register
+from resilience.policy.retry import ErrorSeverity
+from resilience.storage.clock import Clock
+from resilience.storage.keys import KeySpace
+from resilience.storage.scripts import CLOCK_LIB, register
 
 __all__ = [
     "DEFAULT_LIMITS",
     "SEVERITY_CLASS",
+    "LimitTable",
+    "NotificationLimits",
     "NotificationThrottle",
     "ThrottleDecision",
     "ThrottleLimit",
@@ -59,6 +63,59 @@ DEFAULT_LIMITS: Mapping[str, ThrottleLimit] = {
     "error": ThrottleLimit(limit=10, window_s=900.0),
     "warning": ThrottleLimit(limit=20, window_s=3600.0),
 }
+
+
+class LimitTable(ConfigTable):
+    """A ``[notification_limits.<class>]`` table: either field may be left to the default."""
+
+    limit: int | None = None
+    window_s: float | None = None
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _limit(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise is_("a whole number >= 1", value)
+        return value
+
+    @field_validator("window_s", mode="before")
+    @classmethod
+    def _window_s(cls, value: object) -> object:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 < value < math.inf
+        ):
+            raise is_("finite seconds > 0", value)
+        return float(value)
+
+
+class NotificationLimits(RootModel[dict[str, LimitTable]]):
+    """The ``[notification_limits.<class>]`` tables, one per severity class of
+    :data:`DEFAULT_LIMITS`."""
+
+    model_config = {"frozen": True}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_classes(cls, value: object) -> object:
+        if isinstance(value, dict):
+            unknown = sorted(repr(name) for name in value if name not in DEFAULT_LIMITS)
+            if unknown:
+                raise unknown_keys("class", unknown, DEFAULT_LIMITS)
+        return value
+
+    def build(self) -> dict[str, ThrottleLimit]:
+        """:data:`DEFAULT_LIMITS` with the tables over them."""
+        limits = dict(DEFAULT_LIMITS)
+        for name, table in self.root.items():
+            default = DEFAULT_LIMITS[name]
+            limits[name] = ThrottleLimit(
+                limit=default.limit if table.limit is None else table.limit,
+                window_s=default.window_s if table.window_s is None else table.window_s,
+            )
+        return limits
+
 
 SEVERITY_CLASS: Mapping[ErrorSeverity, str] = {
     ErrorSeverity.CRITICAL: "critical",
@@ -97,7 +154,7 @@ class NotificationThrottle:
         self._keys = keys
         self._limits = dict(limits)
         self._server_clock = server_clock
-        self._admit = register(client, "resilience", "notify_throttle", library="clock_lib")
+        self._admit = register(client, "resilience.notify", "notify_throttle", library=(CLOCK_LIB,))
 
     def admit(
         self, notification: Notification, notification_id: str | None = None

@@ -1,23 +1,8 @@
 """The Alpaca adapter: alpaca-py's REST clients behind the ``BrokerAdapter`` Protocol.
 
-Three things alpaca-py does by default are changed here, because the task layer owns failure
-handling:
-
-- **Timeouts.** alpaca-py calls ``requests`` without a timeout, so a silent server would hang
-  a worker forever. Both clients get a session whose transport adapter applies ``timeout_s``
-  to connecting and to every read.
-- **No retries of its own.** alpaca-py sleeps and retries 429 and 504 answers itself (three
-  times, 3 s apart), hidden from breakers, rate limiters and the retry policy. Its clients do
-  not let that be turned off (``TradingClient`` takes no ``retry_attempts``, and
-  ``RESTClient`` reads 0 as "the default"), so it is zeroed on each client.
-- **Errors.** alpaca-py's ``APIError`` becomes :class:`~tasks.brokers.base.BrokerAPIError`
-  with the status, body and response headers, which the classifier maps by status (and reads
-  ``Retry-After``/``X-RateLimit-Reset`` from). Timeouts and connection errors stay
-  ``requests``' own exceptions, which the classifier knows too. The original is not chained:
-  it holds the request, whose headers carry the credentials.
-
-Every response's ``X-RateLimit-Limit``/``-Remaining``/``-Reset`` is read into a
-:class:`RateLimitHint`; when remaining reaches 0 or a 429 arrives, ``on_rate_limit`` hears it.
+The clients' HTTP is hardened by :mod:`tasks.brokers.alpaca_transport` (timeouts, no retries
+of alpaca-py's own, ``BrokerAPIError`` for HTTP errors, rate-limit headers read). When a
+response says the rate limit is spent (remaining 0, or a 429), ``on_rate_limit`` hears it.
 
 Alpaca's order statuses map onto Alchemiser's three (:data:`STATUS_MAP`): ``filled``;
 ``canceled`` for every final status without a full fill (canceled, expired, rejected,
@@ -26,20 +11,15 @@ replaced); ``accepted`` for every status in which the order may still fill.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote as url_quote
 from urllib.parse import urlsplit
 from uuid import UUID
 
 import structlog
 from alpaca.common.enums import BaseURL, Sort
-from alpaca.common.exceptions import APIError
-from alpaca.common.rest import RESTClient
 from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.models.quotes import Quote as AlpacaQuote
 from alpaca.trading.client import TradingClient
@@ -49,13 +29,10 @@ from alpaca.trading.models import Position as AlpacaPosition
 from alpaca.trading.models import TradeAccount
 from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
 from pydantic import SecretStr
-from requests import PreparedRequest, Response, Session
-from requests.adapters import HTTPAdapter
-from requests.exceptions import HTTPError
-from typing_extensions import override
+from requests import Response
 
 from resilience.errors import ConfigurationError
-from resilience.http_facts import parse_retry_after
+from tasks.brokers.alpaca_transport import ApiName, RateLimitHint, call, find, harden, read_hint
 from tasks.brokers.base import Account, BrokerAPIError, Order, Position, Quote
 from tasks.payloads import OrderRequest
 
@@ -73,8 +50,6 @@ PAPER_URL = BaseURL.TRADING_PAPER.value
 DATA_URL = BaseURL.DATA.value
 LIST_ORDERS_LIMIT = 500  # the most Alpaca returns in one page
 
-ApiName = Literal["trading", "market_data"]
-T = TypeVar("T")
 M = TypeVar("M")
 
 _log = structlog.get_logger("alchemiser.alpaca")
@@ -101,21 +76,6 @@ STATUS_MAP: Mapping[OrderStatus, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimitHint:
-    """What one Alpaca response said of the rate limit.
-
-    ``reset_at_s`` (Unix seconds) is when requests are admitted again: ``X-RateLimit-Reset``,
-    or on a 429 the later of it and now + ``Retry-After``. A field is ``None`` when the
-    response did not carry it. ``api`` tells the trading API's limit from market data's.
-    """
-
-    limit: int | None
-    remaining: int | None
-    reset_at_s: float | None
-    api: ApiName = "trading"
-
-
 class AlpacaSettings(Protocol):
     """The settings :meth:`AlpacaBroker.from_settings` reads (``worker.settings.Settings``)."""
 
@@ -129,33 +89,6 @@ class AlpacaSettings(Protocol):
     def alpaca_data_url(self) -> str: ...
     @property
     def alpaca_timeout_s(self) -> float: ...
-
-
-class _TimeoutAdapter(HTTPAdapter):
-    """Applies a default timeout to every request sent without one (all of alpaca-py's)."""
-
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__(max_retries=0)  # requests' default too; the task layer retries
-        self._timeout_s = timeout_s
-
-    @override
-    def send(
-        self,
-        request: PreparedRequest,
-        stream: bool = False,
-        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
-        verify: bool | str = True,
-        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
-        proxies: Mapping[str, str] | None = None,
-    ) -> Response:
-        return super().send(
-            request,
-            stream=stream,
-            timeout=self._timeout_s if timeout is None else timeout,
-            verify=verify,
-            cert=cert,
-            proxies=proxies,
-        )
 
 
 def _api_root(url: str, setting: str) -> str:
@@ -172,62 +105,6 @@ def _api_root(url: str, setting: str) -> str:
 
 def _reveal(secret: SecretStr | None) -> str:
     return "" if secret is None else secret.get_secret_value()
-
-
-def _header_number(headers: Mapping[str, str], name: str) -> float | None:
-    raw = headers.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _read_hint(response: Response, api: ApiName) -> RateLimitHint | None:
-    """The rate-limit facts of ``response``; ``None`` when it carries none and is no 429."""
-    headers = response.headers
-    limit = _header_number(headers, "X-RateLimit-Limit")
-    remaining = _header_number(headers, "X-RateLimit-Remaining")
-    reset_at_s = _header_number(headers, "X-RateLimit-Reset")
-    limited = response.status_code == HTTPStatus.TOO_MANY_REQUESTS
-    if limited:
-        wait_s = parse_retry_after(headers.get("Retry-After"))
-        if wait_s is not None:
-            reset_at_s = max(reset_at_s or 0.0, time.time() + wait_s)
-    if limit is None and remaining is None and reset_at_s is None and not limited:
-        return None
-    return RateLimitHint(
-        limit=None if limit is None else int(limit),
-        remaining=None if remaining is None else int(remaining),
-        reset_at_s=reset_at_s,
-        api=api,
-    )
-
-
-def _call(fn: Callable[[], T]) -> T:
-    """``fn()``, with alpaca-py's HTTP errors as :class:`BrokerAPIError`."""
-    try:
-        return fn()
-    except (APIError, HTTPError) as exc:
-        response: Response | None = exc.response
-        if response is None:
-            raise
-        error = BrokerAPIError(response.status_code, response.text, dict(response.headers))
-    # Raised outside the handler so that nothing links back to the original, whose request
-    # carries the credential headers.
-    raise error
-
-
-def _find(fn: Callable[[], T]) -> T | None:
-    """Like :func:`_call`, but a 404 means "no such order": ``None``."""
-    try:
-        return _call(fn)
-    except BrokerAPIError as exc:
-        if exc.status_code == HTTPStatus.NOT_FOUND:
-            return None
-        raise
 
 
 def _expect(value: object, model: type[M]) -> M:
@@ -302,8 +179,8 @@ class AlpacaBroker:
         self._trading = TradingClient(api_key, secret_key, url_override=self._base_url)
         self._data = StockHistoricalDataClient(api_key, secret_key, url_override=self._data_url)
         self._sessions = (
-            self._harden(self._trading, "trading"),
-            self._harden(self._data, "market_data"),
+            harden(self._trading, timeout_s, lambda response: self._observe(response, "trading")),
+            harden(self._data, timeout_s, lambda response: self._observe(response, "market_data")),
         )
 
     @classmethod
@@ -324,22 +201,8 @@ class AlpacaBroker:
             on_rate_limit=on_rate_limit,
         )
 
-    def _harden(self, client: RESTClient, api: ApiName) -> Session:
-        """Give ``client`` a session with a timeout and a rate-limit reader; no retries."""
-        session = Session()
-        adapter = _TimeoutAdapter(self._timeout_s)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        session.hooks["response"].append(
-            lambda response, *args, **kwargs: self._observe(response, api)
-        )
-        client._session.close()
-        client._session = session
-        client._retry = 0  # see the module docstring: the constructor cannot turn it off
-        return session
-
     def _observe(self, response: Response, api: ApiName) -> None:
-        hint = _read_hint(response, api)
+        hint = read_hint(response, api)
         if hint is None:
             return
         self._hints[api] = hint
@@ -394,12 +257,12 @@ class AlpacaBroker:
                 time_in_force=TimeInForce.DAY,
                 client_order_id=order.client_order_id,
             )
-        placed = _call(lambda: self._trading.submit_order(request))
+        placed = call(lambda: self._trading.submit_order(request))
         return _order(_expect(placed, AlpacaOrder))
 
     def get_order_by_client_id(self, client_order_id: str) -> Order | None:
         """``GET /v2/orders:by_client_order_id``; ``None`` on 404."""
-        found = _find(lambda: self._trading.get_order_by_client_id(client_order_id))
+        found = find(lambda: self._trading.get_order_by_client_id(client_order_id))
         return None if found is None else _order(_expect(found, AlpacaOrder))
 
     def get_order(self, order_id: str) -> Order | None:
@@ -409,19 +272,28 @@ class AlpacaBroker:
             uuid = UUID(order_id)
         except ValueError:
             return None
-        found = _find(lambda: self._trading.get_order_by_id(uuid))
+        found = find(lambda: self._trading.get_order_by_id(uuid))
         return None if found is None else _order(_expect(found, AlpacaOrder))
 
     def cancel_order(self, order_id: str) -> Order:
         """``DELETE /v2/orders/{id}``, then the order as Alpaca holds it now (a cancel lands
-        asynchronously: it may still read ``accepted``, Alpaca's ``pending_cancel``)."""
-        _call(lambda: self._trading.cancel_order_by_id(order_id))
-        return _order(_expect(_call(lambda: self._trading.get_order_by_id(order_id)), AlpacaOrder))
+        asynchronously: it may still read ``accepted``, Alpaca's ``pending_cancel``).
+
+        An id that is not a UUID is no order of Alpaca's: refused unasked as an unknown order
+        (404), like the paper broker's, rather than with alpaca-py's ``ValueError``."""
+        try:
+            uuid = UUID(order_id)
+        except ValueError:
+            raise BrokerAPIError(
+                HTTPStatus.NOT_FOUND.value, f"order not found: {order_id} (not a UUID)"
+            ) from None
+        call(lambda: self._trading.cancel_order_by_id(uuid))
+        return _order(_expect(call(lambda: self._trading.get_order_by_id(uuid)), AlpacaOrder))
 
     def get_quote(self, symbol: str) -> Quote:
         """``GET /v2/stocks/{symbol}/quotes/latest`` on the market-data API."""
         path = f"/stocks/{url_quote(symbol, safe='')}/quotes/latest"
-        payload: Any = _call(lambda: self._data.get(path))
+        payload: Any = call(lambda: self._data.get(path))
         raw = payload.get("quote") if isinstance(payload, dict) else None
         if not isinstance(raw, dict):
             raise ValueError(f"Alpaca's latest-quote answer for {symbol} holds no quote")
@@ -435,7 +307,7 @@ class AlpacaBroker:
 
     def list_positions(self) -> list[Position]:
         """Every open position, by symbol."""
-        raw = _call(self._trading.get_all_positions)
+        raw = call(self._trading.get_all_positions)
         if not isinstance(raw, list):
             raise TypeError(f"alpaca-py returned {type(raw).__name__}, not a list of positions")
         positions = [_position(_expect(p, AlpacaPosition)) for p in raw]
@@ -443,7 +315,7 @@ class AlpacaBroker:
 
     def get_account(self) -> Account:
         """Cash and buying power."""
-        account = _expect(_call(self._trading.get_account), TradeAccount)
+        account = _expect(call(self._trading.get_account), TradeAccount)
         return Account(
             cash=_number(account.cash, "cash"),
             buying_power=_number(account.buying_power, "buying_power"),
@@ -454,7 +326,7 @@ class AlpacaBroker:
         request = GetOrdersRequest(
             status=QueryOrderStatus.ALL, limit=LIST_ORDERS_LIMIT, direction=Sort.DESC
         )
-        raw = _call(lambda: self._trading.get_orders(request))
+        raw = call(lambda: self._trading.get_orders(request))
         if not isinstance(raw, list):
             raise TypeError(f"alpaca-py returned {type(raw).__name__}, not a list of orders")
         return [_order(_expect(o, AlpacaOrder)) for o in reversed(raw)]

@@ -19,12 +19,13 @@ from typing import Literal, cast, get_args
 from redis import Redis
 
 from resilience.chaos import ChaosStore
-from resilience.clock import Clock
 from resilience.errors import MarketClosedError
-from resilience.keys import KeySpace
-from resilience.scripts import register
+from resilience.storage.clock import Clock
+from resilience.storage.keys import KeySpace
+from resilience.storage.scripts import register
 from tasks.brokers import calendar
 from tasks.brokers.base import Account, BrokerAPIError, Order, Position, Quote
+from tasks.brokers.paper_keys import PaperKeys
 from tasks.payloads import OrderRequest
 
 __all__ = ["CHAOS_TARGETS", "ChaosOperation", "MarketHours", "PaperBroker"]
@@ -60,7 +61,7 @@ class PaperBroker:
         initial_cash: float = 1_000_000.0,
     ) -> None:
         self._client = client
-        self._keys = keys
+        self._keys = PaperKeys(keys)
         self._clock = clock
         self._chaos = chaos
         self._market_hours = market_hours
@@ -88,7 +89,7 @@ class PaperBroker:
     def get_quote(self, symbol: str) -> Quote:
         """The set quote of ``symbol``, else its deterministic reference price."""
         self._strike("get_quote", "before")
-        raw = self._client.hget(self._keys.paper_quotes, symbol)
+        raw = self._client.hget(self._keys.quotes, symbol)
         mid = float(raw) if raw is not None else _reference_price(symbol)
         quote = Quote(
             symbol=symbol,
@@ -101,13 +102,13 @@ class PaperBroker:
 
     def set_quote(self, symbol: str, mid: float) -> None:
         """Fix the midpoint price of ``symbol`` (tests, demos)."""
-        self._client.hset(self._keys.paper_quotes, symbol, repr(mid))
+        self._client.hset(self._keys.quotes, symbol, repr(mid))
 
     def submit_order(self, order: OrderRequest) -> Order:
         """Book an order; fills market orders and marketable limits at the quote."""
         self._strike("submit_order", "before")
         self._check_market_open()
-        raw_quote = self._client.hget(self._keys.paper_quotes, order.symbol)
+        raw_quote = self._client.hget(self._keys.quotes, order.symbol)
         mid = float(raw_quote) if raw_quote is not None else _reference_price(order.symbol)
         price = mid * (1 + SPREAD) if order.side == "buy" else mid * (1 - SPREAD)
         marketable = order.type == "market" or (
@@ -133,11 +134,11 @@ class PaperBroker:
         keys = self._keys
         outcome, detail = self._submit(
             keys=[
-                keys.paper_orders,
-                keys.paper_order_ids,
-                keys.paper_positions,
-                keys.paper_account,
-                keys.paper_log,
+                keys.orders,
+                keys.order_ids,
+                keys.positions,
+                keys.account,
+                keys.log,
             ],
             args=[
                 order.client_order_id,
@@ -164,7 +165,7 @@ class PaperBroker:
     def get_order_by_client_id(self, client_order_id: str) -> Order | None:
         """The order booked under ``client_order_id``, if any."""
         self._strike("get_order", "before")
-        raw = self._client.hget(self._keys.paper_orders, client_order_id)
+        raw = self._client.hget(self._keys.orders, client_order_id)
         return Order.from_dict(json.loads(raw)) if raw is not None else None
 
     def cancel_order(self, order_id: str) -> Order:
@@ -172,7 +173,7 @@ class PaperBroker:
         self._strike("cancel_order", "before")
         keys = self._keys
         outcome, detail = self._cancel(
-            keys=[keys.paper_orders, keys.paper_order_ids, keys.paper_account, keys.paper_log],
+            keys=[keys.orders, keys.order_ids, keys.account, keys.log],
             args=[order_id],
         )
         if outcome == "not_found":
@@ -184,41 +185,41 @@ class PaperBroker:
 
     def get_order(self, order_id: str) -> Order | None:
         """The order with broker id ``order_id``, if any."""
-        client_order_id = self._client.hget(self._keys.paper_order_ids, order_id)
+        client_order_id = self._client.hget(self._keys.order_ids, order_id)
         return self.get_order_by_client_id(str(client_order_id)) if client_order_id else None
 
     def list_positions(self) -> list[Position]:
         """Every non-zero position."""
         self._strike("list_positions", "before")
-        raw = cast("dict[str, str]", self._client.hgetall(self._keys.paper_positions))
+        raw = cast("dict[str, str]", self._client.hgetall(self._keys.positions))
         return [Position(s, float(q)) for s, q in sorted(raw.items()) if abs(float(q)) > 1e-12]
 
     def get_account(self) -> Account:
         """Cash (the paper broker lends nothing: buying power equals cash)."""
         self._strike("get_account", "before")
-        raw = self._client.hget(self._keys.paper_account, "cash")
+        raw = self._client.hget(self._keys.account, "cash")
         cash = float(raw) if raw is not None else self._initial_cash
         return Account(cash=cash, buying_power=cash)
 
     def list_orders(self) -> list[Order]:
         """Every booked order, oldest first."""
-        raw = cast("dict[str, str]", self._client.hgetall(self._keys.paper_orders))
+        raw = cast("dict[str, str]", self._client.hgetall(self._keys.orders))
         orders = [Order.from_dict(json.loads(v)) for v in raw.values()]
         return sorted(orders, key=lambda o: (o.submitted_at, o.client_order_id))
 
     def counters(self) -> dict[str, int]:
         """accepted, duplicates_rejected, rejected, canceled."""
-        raw = cast("dict[str, str]", self._client.hgetall(self._keys.paper_account))
+        raw = cast("dict[str, str]", self._client.hgetall(self._keys.account))
         return {k: int(float(v)) for k, v in raw.items() if k != "cash"}
 
     def reset(self) -> None:
         """Forget every order, position, quote and counter."""
         keys = self._keys
         self._client.delete(
-            keys.paper_orders,
-            keys.paper_order_ids,
-            keys.paper_positions,
-            keys.paper_account,
-            keys.paper_quotes,
-            keys.paper_log,
+            keys.orders,
+            keys.order_ids,
+            keys.positions,
+            keys.account,
+            keys.quotes,
+            keys.log,
         )

@@ -18,7 +18,7 @@ from bench.benchapp import (
     done_key,
 )
 from bench.guard_latency import main as guard_latency_main
-from resilience.resources import resources_from_mapping
+from resilience.guard.resource_tables import resources_from_mapping
 from resilience.task import ResilientTask
 from tests.namespaces import fresh_namespace
 from worker.settings import load_settings
@@ -54,6 +54,20 @@ def test_throughput_refuses_two_runs_at_once(flags: list[str]) -> None:
     """``--aa``, ``--guarded`` and ``--round-trip`` are different runs: two are refused."""
     with pytest.raises(SystemExit):
         throughput._parse(flags)
+
+
+@pytest.mark.parametrize("lease", [0, 4])
+def test_guarded_run_settings_hold_the_guarded_resource(lease: int) -> None:
+    """The bench process's own settings carry the workers' guarded resource, merged over the
+    configured ones."""
+    flags = ["--guarded"] + (["--lease", str(lease)] if lease else [])
+    settings = throughput.run_settings(load_settings(), throughput._parse(flags))
+    config = settings.resource_configs[GUARDED_RESOURCE]
+    assert config.breaker is not None
+    assert config.rate_limit is not None
+    assert (config.permit_lease is not None) is bool(lease)
+    assert "broker.api" in settings.resource_configs
+    assert settings.namespace.startswith("bench-")
 
 
 def test_round_trip_task_pings_once_then_counts(redis_url: str, client: redis.Redis) -> None:

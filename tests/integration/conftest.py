@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from resilience.connection import connect
+from resilience.storage.connection import connect
 from tests.integration.harness import Deployment
 from tests.namespaces import fresh_namespace
 from worker.application import create_app

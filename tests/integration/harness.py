@@ -16,8 +16,9 @@ import pytest
 from celery import Celery
 from redis import Redis
 
-from resilience.deadletter import DeadLetter
+from resilience.deadletter.store import DeadLetter
 from tasks.brokers.paper import PaperBroker
+from tasks.brokers.paper_keys import PaperKeys
 from tasks.runtime import TradingRuntime
 from worker.fleet import WorkerProcess, start_worker, wait_until_ready
 from worker.settings import Settings
@@ -124,12 +125,12 @@ class Deployment:
 
     def accepted_counts(self) -> Counter[str]:
         """How often the exchange accepted each client_order_id (from its event log)."""
-        events = self.redis.xrange(self.runtime.resilience.keys.paper_log)
+        events = self.redis.xrange(PaperKeys(self.runtime.resilience.keys).log)
         return Counter(f["client_order_id"] for _, f in events if f.get("event") == "accepted")
 
     def dead_by_order(self) -> dict[str, str]:
         store = self.runtime.resilience.dead_letters
-        return {e.client_order_id: e.error_type for e in store.entries() if e.client_order_id}
+        return {e.idempotency_key: e.error_type for e in store.entries() if e.idempotency_key}
 
     def dead_letter(self, task_id: str, timeout_s: float = 30) -> DeadLetter:
         """Wait for the dead letter of ``task_id`` and return it."""

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from resilience.deadletter import DeadLetter
-from resilience.replay import Replayer
+from resilience.deadletter.replay import Replayer
+from resilience.deadletter.store import DeadLetter
 from tasks.replay import prepare_replay
 from tests.builders import dead_order
 from tests.integration.harness import Deployment, order_kwargs, wait_for
@@ -78,7 +78,7 @@ def test_unregistered_task_name_does_not_crash_the_worker(deployment: Deployment
 def test_replay_refuses_unregistered_task_names(deployment: Deployment) -> None:
     """Replay never publishes a dead letter whose task is not a registered trading task."""
     store = deployment.runtime.resilience.dead_letters
-    entry = dead_order("forged-1", task="celery.backend_cleanup", kwargs={}, client_order_id=None)
+    entry = dead_order("forged-1", task="celery.backend_cleanup", kwargs={}, idempotency_key=None)
     store.add(entry)
     published: list[str] = []
 

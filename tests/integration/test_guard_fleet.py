@@ -33,8 +33,8 @@ from bench.guardapp import (
     GUARD_QUEUE,
     build_app,
 )
-from resilience.connection import connect
-from resilience.keys import KeySpace
+from resilience.storage.connection import connect
+from resilience.storage.keys import KeySpace
 from tests.fakes.alpaca_api import ANY_ROUTE, FakeAlpacaAPI, Fault
 from tests.integration.harness import wait_for
 from tests.namespaces import fresh_namespace

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from resilience.chaos import ChaosRule
-from resilience.guard_status import GuardStatus
+from resilience.guard.status import GuardStatus
 from tests.integration.harness import Deployment, order_kwargs, wait_for
 from worker.cli.main import app as cli
 from worker.http import ObservabilityServer

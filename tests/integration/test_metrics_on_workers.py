@@ -20,9 +20,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from resilience.chaos import ChaosRule
-from resilience.guard_status import GuardStatus
+from resilience.deadletter.replay import Replayer
+from resilience.guard.status import GuardStatus
 from resilience.notify.escalator import DeliveryStats
-from resilience.replay import Replayer
 from tasks.replay import prepare_replay, replay_publisher
 from tests.integration.harness import Deployment, order_kwargs, wait_for
 from worker.exporter import render_metrics

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from resilience.persistence import persistence_of
+from resilience.storage.persistence import persistence_of
 from tests.namespaces import fresh_namespace
 from worker.application import create_app
 from worker.embedded import private_redis_server

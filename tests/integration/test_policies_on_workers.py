@@ -55,7 +55,7 @@ def test_insufficient_funds_is_dead_lettered_after_exactly_one_attempt(
     assert entry.reason == "not retryable"
     assert len(entry.attempts) == 1
     assert entry.attempts[0]["action"] == "dead_letter"
-    assert entry.client_order_id == order["client_order_id"]
+    assert entry.idempotency_key == order["client_order_id"]
     assert entry.queue == "trading"
     assert deployment.paper.counters().get("rejected") == 1
     assert "retried" not in deployment.runtime.resilience.outcomes.totals()
@@ -145,6 +145,6 @@ def test_final_failure_publishes_an_escalation(deployment: Deployment) -> None:
     (escalation,) = deployment.log_events("escalation")
     assert escalation["dead_letter_id"] == task_id
     assert escalation["error_type"] == "InsufficientFundsError"
-    assert escalation["client_order_id"] == order["client_order_id"]
+    assert escalation["idempotency_key"] == order["client_order_id"]
     assert escalation["severity"] == "high"
     assert escalation["priority"] == "P2"

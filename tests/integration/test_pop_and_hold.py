@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 from redis import Redis
 
-from resilience.scripts import lua_source
+from resilience.storage.scripts import lua_source
 from tests.integration.harness import Deployment, order_kwargs, wait_for
 
 pytestmark = pytest.mark.integration

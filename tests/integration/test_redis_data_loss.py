@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from resilience.epoch import DATA_LOST_ERROR_TYPE
+from resilience.storage.epoch import DATA_LOST_ERROR_TYPE
 from tests.integration.harness import Deployment, wait_for
 from tests.redis_process import RedisProcess, redis_process
 from tests.worker.cli_process import cli_environment, run_cli

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from resilience.replay import Replayer
+from resilience.deadletter.replay import Replayer
 from tasks.replay import prepare_replay
 from tests.integration.harness import EMBED, Deployment, order_kwargs, publish_raw, wait_for
 

@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from resilience.chaos import ChaosHTTPError, ChaosRule, ChaosStore, build_fault
-from resilience.classify import default_classifier
 from resilience.errors import MarketDataError, RateLimitError
-from resilience.keys import KeySpace
-from resilience.server_clock import MAX_CLOCK_SHIFT_S, ServerClock
+from resilience.storage.keys import KeySpace
+from resilience.storage.server_clock import MAX_CLOCK_SHIFT_S, ServerClock
+from tasks.classification import trading_classifier
 
 TARGET = "broker.submit_order"
 
@@ -125,7 +125,7 @@ def test_build_fault_http_429_with_retry_after_header() -> None:
     assert isinstance(fault, ChaosHTTPError)
     assert fault.status_code == 429
     assert fault.headers == {"Retry-After": "7.0"}
-    classified = default_classifier().classify(fault)
+    classified = trading_classifier().classify(fault)
     assert type(classified) is RateLimitError
     assert classified.retry_after_s == 7.0
 
@@ -339,7 +339,7 @@ def test_a_stored_clock_shift_out_of_bounds_is_ignored_with_a_warning(
     """Readers take such a shift (set by hand, or before the bound) as none, and say so."""
     client.set(keys.chaos_clock_shift, stored)
     seconds, micros = client.time()
-    with caplog.at_level(logging.WARNING, logger="resilience.server_clock"):
+    with caplog.at_level(logging.WARNING, logger="resilience.storage.server_clock"):
         assert store.clock_shift_s() == 0.0
         assert ServerClock(client, keys).now_s() < seconds + micros / 1e6 + 60
     assert "ignoring the stored clock shift" in caplog.text

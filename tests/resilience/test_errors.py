@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resilience import errors
-from resilience.backoff import Decorrelated, Exponential, Jitter, compute_countdown
-from resilience.context import ErrorContext
-from resilience.policy import ErrorSeverity, RetryPolicy
+from resilience.policy.backoff import Decorrelated, Exponential, Jitter, compute_countdown
+from resilience.policy.context import ErrorContext
+from resilience.policy.retry import ErrorSeverity, RetryPolicy
 
 # (class name, name of its direct parent) exactly as CONTRACT.md lays out the tree.
 CONTRACT_TREE: list[tuple[str, str]] = [

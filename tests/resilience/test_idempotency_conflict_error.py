@@ -7,7 +7,7 @@ from resilience.errors import (
     OrderExecutionError,
     error_class_by_name,
 )
-from resilience.policy import ErrorSeverity
+from resilience.policy.retry import ErrorSeverity
 
 
 def test_conflict_is_a_non_retryable_high_severity_order_error() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 import pydantic
 import pytest
 
-from resilience.classify import default_classifier
 from resilience.errors import ValidationError
 from resilience.scrub import Scrubber
+from tasks.classification import trading_classifier
 from tasks.payloads import OrderRequest, parse_payload
 
 SECRET = "Zr7QpL2xVn9TkB4mWc8HsD3y"
@@ -52,7 +52,7 @@ def test_a_payload_error_naming_a_secret_field_keeps_its_words() -> None:
 def test_a_classified_pydantic_error_keeps_its_words() -> None:
     """The classifier's text of a real pydantic error (an extra ``api_key``, a missing
     ``qty``) passes the scrubber unchanged."""
-    error = default_classifier().classify(invalid(api_key=SECRET, auth_token="t0k3n-abc"))
+    error = trading_classifier().classify(invalid(api_key=SECRET, auth_token="t0k3n-abc"))
     expected = (
         "ValidationError: 3 validation errors for Strict: qty: Field required;"
         " api_key: Extra inputs are not permitted; auth_token: Extra inputs are not permitted"

@@ -22,27 +22,27 @@ from celery import Celery
 from celery.canvas import Signature
 from celery.exceptions import Ignore, Reject, Retry
 
-from resilience.clock import ManualClock
-from resilience.connection import connect
-from resilience.deadletter import DeadLetter, DeadLetterStore
+from resilience.deadletter.store import DeadLetter, DeadLetterStore
 from resilience.errors import (
     InsufficientFundsError,
     RateLimitError,
     TradingClientError,
 )
-from resilience.guard import Admission, Guard, Outcome
-from resilience.guard_status import GuardStatus
-from resilience.handler import ErrorHandler
-from resilience.keys import KeySpace
-from resilience.outcomes import OutcomeCounter
-from resilience.resources import (
+from resilience.guard.admission import Admission, Guard, Outcome
+from resilience.guard.resources import (
     BreakerConfig,
     ConcurrencyConfig,
     RateLimitConfig,
     ResourceConfig,
     RetryBudgetConfig,
 )
+from resilience.guard.status import GuardStatus
+from resilience.observability.outcomes import OutcomeCounter
+from resilience.policy.handler import ErrorHandler
 from resilience.scrub import Scrubber
+from resilience.storage.clock import ManualClock
+from resilience.storage.connection import connect
+from resilience.storage.keys import KeySpace
 from resilience.task import (
     ADMISSION_JITTER,
     HEADER,
@@ -51,6 +51,7 @@ from resilience.task import (
     ResilienceRuntime,
     ResilientTask,
 )
+from tasks.classification import trading_classifier
 
 WINDOW, LEASES, BUDGET = 1, 5, 6  # indexes into KeySpace.resource(name)
 SEED = 7
@@ -91,11 +92,16 @@ class MaxJitter(random.Random):
 
 
 class DeadlineTask(ResilientTask):
-    """A task whose deadline is its ``valid_until_s`` kwarg (as an order's ``valid_until``)."""
+    """A task whose deadline is its ``valid_until_s`` kwarg (as an order's ``valid_until``) and
+    whose idempotency key is its ``client_order_id``."""
 
     def deadline_s(self, kwargs: dict[str, Any]) -> float | None:
         value = kwargs.get("valid_until_s")
         return float(value) if value is not None else None
+
+    def idempotency_key_of(self, kwargs: dict[str, Any]) -> str | None:
+        value = kwargs.get("client_order_id")
+        return str(value) if value is not None else None
 
 
 @dataclass
@@ -129,7 +135,7 @@ class Harness:
             redis=self.client,
             keys=self.keys,
             dead_letters=self.dead_letters,
-            handler=ErrorHandler(scrubber=scrubber),
+            handler=ErrorHandler(classifier=trading_classifier(), scrubber=scrubber),
             scrubber=scrubber,
             outcomes=OutcomeCounter(self.client, self.keys),
             clock=self.clock,
@@ -374,7 +380,7 @@ def test_a_refusal_that_would_land_past_the_deadline_dead_letters_the_task(h: Ha
     entry = h.dead_letter()
     assert entry.reason == "deadline passes before it may run again"
     assert entry.error_type == "CircuitBreakerOpenError"
-    assert entry.client_order_id == "co-1"
+    assert entry.idempotency_key == "co-1"
     assert entry.attempts[-1]["error_type"] == "CircuitBreakerOpenError"
     assert entry.attempts[-1]["action"] == "dead_letter"
     assert OutcomeCounter(h.client, h.keys).totals()["dead_lettered:unit.order"] == 1

@@ -1,4 +1,9 @@
-"""Tests of ``tasks.brokers.alpaca`` against the fake Alpaca API on loopback (real HTTP)."""
+"""Tests of ``tasks.brokers.alpaca`` against the fake Alpaca API on loopback (real HTTP).
+
+What every ``BrokerAdapter`` must do is tested against this adapter and the paper broker in
+test_broker_contract.py; here only what is Alpaca's own: the requests sent, the statuses
+mapped, errors and their classification, timeouts, secrets, rate-limit headers and
+configuration."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -16,26 +21,23 @@ import pytest
 import requests
 from alpaca.trading.enums import OrderStatus
 
-from resilience.classify import Component, default_classifier
 from resilience.errors import (
     AlchemiserError,
     ConfigurationError,
-    DuplicateOrderError,
-    InsufficientFundsError,
     MarketDataError,
-    OrderExecutionError,
     RateLimitError,
     SecurityError,
     TradingClientError,
 )
+from resilience.policy.classify import Component
 from tasks.brokers.alpaca import STATUS_MAP, AlpacaBroker, RateLimitHint
-from tasks.brokers.base import Account, BrokerAPIError, Position
-from tasks.payloads import OrderRequest
+from tasks.brokers.base import BrokerAPIError
+from tasks.classification import trading_classifier
+from tests.builders import order_request
 from tests.fakes.alpaca_api import FakeAlpacaAPI, Fault
 
 API_KEY = "PKFAKEKEYID0123456789"
 SECRET_KEY = "s3cr3t-VALUE-n3v3r-sh0wn-ABCDEFGH"
-VALID_UNTIL = datetime(2030, 1, 1, tzinfo=UTC)
 SHORT_TIMEOUT_S = 0.3
 SUBMIT = "POST /v2/orders"
 ACCOUNT = "GET /v2/account"
@@ -88,19 +90,6 @@ def broker(make_broker: BrokerFactory) -> AlpacaBroker:
     return make_broker()
 
 
-def order(coid: str = "alc-1", **changes: Any) -> OrderRequest:
-    """A market buy of 10 AAPL, with ``changes`` applied."""
-    fields: dict[str, Any] = {
-        "symbol": "AAPL",
-        "side": "buy",
-        "qty": 10,
-        "client_order_id": coid,
-        "valid_until": VALID_UNTIL,
-    }
-    fields.update(changes)
-    return OrderRequest(**fields)
-
-
 def failure(call: Callable[[], object]) -> Exception:
     """The exception ``call()`` raises."""
     with pytest.raises(Exception) as raised:
@@ -110,23 +99,19 @@ def failure(call: Callable[[], object]) -> Exception:
 
 def classify(exc: BaseException, component: Component = "trading") -> AlchemiserError:
     """The default classifier's verdict."""
-    return default_classifier().classify(exc, component=component)
+    return trading_classifier().classify(exc, component=component)
 
 
-# --- every adapter method --------------------------------------------------------------------
+# --- each adapter method on the wire ---------------------------------------------------------
+# What every adapter does with orders, positions and the account is in test_broker_contract.py;
+# here what goes over HTTP and how Alpaca's answers map.
 
 
-def test_submit_market_order_sends_a_day_order_and_maps_the_fill(
-    broker: AlpacaBroker, fake: FakeAlpacaAPI
-) -> None:
-    """A market buy goes out as Alpaca's day order under our client_order_id; the fill maps."""
-    placed = broker.submit_order(order())
+def test_submit_market_order_sends_a_day_order(broker: AlpacaBroker, fake: FakeAlpacaAPI) -> None:
+    """A market buy is one POST of Alpaca's day order under our client_order_id; the order
+    the exchange booked is the one returned."""
+    placed = broker.submit_order(order_request())
 
-    assert placed.client_order_id == "alc-1"
-    assert (placed.symbol, placed.side, placed.qty, placed.type) == ("AAPL", "buy", 10.0, "market")
-    assert (placed.status, placed.filled_qty, placed.filled_avg_price) == ("filled", 10.0, 100.05)
-    assert placed.limit_price is None
-    datetime.fromisoformat(placed.submitted_at)
     [booked] = fake.exchange.orders
     assert booked["id"] == placed.id
     assert (booked["client_order_id"], booked["time_in_force"], booked["qty"]) == (
@@ -137,20 +122,23 @@ def test_submit_market_order_sends_a_day_order_and_maps_the_fill(
     assert [(r.method, r.path, r.status) for r in fake.requests] == [("POST", "/v2/orders", 200)]
 
 
-def test_submit_limit_order_rests_as_accepted(broker: AlpacaBroker, fake: FakeAlpacaAPI) -> None:
-    """A limit below the ask rests: Alpaca's ``new`` reads ``accepted``, nothing filled."""
-    placed = broker.submit_order(order(type="limit", limit_price=50.0))
-
-    assert (placed.type, placed.limit_price, placed.status) == ("limit", 50.0, "accepted")
-    assert (placed.filled_qty, placed.filled_avg_price) == (0.0, None)
-    assert fake.exchange.orders[0]["limit_price"] == "50"
-
-
-def test_get_order_by_client_id_finds_it_and_404_is_none(
+def test_submit_limit_order_sends_the_limit_price(
     broker: AlpacaBroker, fake: FakeAlpacaAPI
 ) -> None:
-    """The look-up by client_order_id returns the placed order; an unknown id is None."""
-    placed = broker.submit_order(order("alc-7"))
+    """A limit order goes out as Alpaca's limit order with its price; ``new`` reads
+    ``accepted``."""
+    placed = broker.submit_order(order_request(type="limit", limit_price=50.0))
+
+    assert placed.status == "accepted"
+    [booked] = fake.exchange.orders
+    assert (booked["type"], booked["limit_price"], booked["status"]) == ("limit", "50", "new")
+
+
+def test_get_order_by_client_id_asks_by_client_order_id_and_404_is_none(
+    broker: AlpacaBroker, fake: FakeAlpacaAPI
+) -> None:
+    """The look-up by client_order_id is its own route; its 404 is read as "no such order"."""
+    placed = broker.submit_order(order_request("alc-7"))
 
     assert broker.get_order_by_client_id("alc-7") == placed
     assert broker.get_order_by_client_id("never-placed") is None
@@ -160,22 +148,24 @@ def test_get_order_by_client_id_finds_it_and_404_is_none(
     ]
 
 
-def test_get_order_by_broker_id(broker: AlpacaBroker, fake: FakeAlpacaAPI) -> None:
-    """By broker id: found, 404 is None, and a non-UUID (never Alpaca's) is None unasked."""
-    placed = broker.submit_order(order())
+def test_get_order_by_broker_id_asks_only_for_uuids(
+    broker: AlpacaBroker, fake: FakeAlpacaAPI
+) -> None:
+    """By broker id: a 404 is None, and a non-UUID (never Alpaca's) is None unasked."""
+    broker.submit_order(order_request())
 
-    assert broker.get_order(placed.id) == placed
     assert broker.get_order("00000000-0000-4000-8000-00000000dead") is None
+    assert [r.status for r in fake.requests if r.route == "GET /v2/orders/{order_id}"] == [404]
     hits = fake.hits()
     assert broker.get_order("not-a-uuid") is None
     assert fake.hits() == hits
 
 
-def test_cancel_order_deletes_then_returns_the_order(
+def test_cancel_order_deletes_then_reads_the_order(
     broker: AlpacaBroker, fake: FakeAlpacaAPI
 ) -> None:
     """Cancel is a DELETE (204) then a read of the order, which is canceled."""
-    resting = broker.submit_order(order(type="limit", limit_price=50.0))
+    resting = broker.submit_order(order_request(type="limit", limit_price=50.0))
 
     canceled = broker.cancel_order(resting.id)
 
@@ -183,17 +173,14 @@ def test_cancel_order_deletes_then_returns_the_order(
     assert [(r.method, r.status) for r in fake.requests[1:]] == [("DELETE", 204), ("GET", 200)]
 
 
-def test_cancel_of_a_filled_order_is_a_refusal(broker: AlpacaBroker) -> None:
-    """Alpaca's 422 for a final order is a BrokerAPIError the classifier never retries."""
-    filled = broker.submit_order(order())
-
-    exc = failure(lambda: broker.cancel_order(filled.id))
+def test_cancel_of_a_non_uuid_is_refused_unasked(broker: AlpacaBroker, fake: FakeAlpacaAPI) -> None:
+    """An id that is not a UUID (never Alpaca's) is refused as unknown (404) without a
+    request, not with alpaca-py's ValueError."""
+    exc = failure(lambda: broker.cancel_order("no-such-order"))
 
     assert isinstance(exc, BrokerAPIError)
-    assert exc.status_code == 422
-    error = classify(exc)
-    assert type(error) is OrderExecutionError
-    assert not error.should_retry()
+    assert exc.status_code == 404
+    assert fake.hits() == 0
 
 
 def test_get_quote_reads_the_latest_quote_endpoint(
@@ -207,34 +194,6 @@ def test_get_quote_reads_the_latest_quote_endpoint(
     assert (quote.symbol, quote.bid, quote.ask, quote.mid) == ("MSFT", 409.5, 410.5, 410.0)
     assert abs(datetime.fromisoformat(quote.at).timestamp() - time.time()) < 60
     assert [(r.path, r.route) for r in fake.requests] == [("/v2/stocks/MSFT/quotes/latest", QUOTE)]
-
-
-def test_positions_and_account_follow_a_fill(broker: AlpacaBroker) -> None:
-    """After buying 10 at 100.05: one position of 10; cash and buying power down 1000.50."""
-    assert broker.list_positions() == []
-    broker.submit_order(order())
-
-    assert broker.list_positions() == [Position("AAPL", 10.0)]
-    assert broker.get_account() == Account(cash=98_999.5, buying_power=98_999.5)
-
-
-def test_list_orders_returns_every_status_oldest_first(
-    broker: AlpacaBroker, fake: FakeAlpacaAPI
-) -> None:
-    """Filled, canceled and open orders all come back (status=all), oldest first."""
-    first = broker.submit_order(order("a"))
-    second = broker.submit_order(order("b", type="limit", limit_price=50.0))
-    broker.cancel_order(second.id)
-    third = broker.submit_order(order("c", type="limit", limit_price=60.0))
-
-    listed = broker.list_orders()
-
-    assert [(o.client_order_id, o.status) for o in listed] == [
-        ("a", "filled"),
-        ("b", "canceled"),
-        ("c", "accepted"),
-    ]
-    assert [o.id for o in listed] == [first.id, second.id, third.id]
 
 
 def test_every_alpaca_status_has_a_mapping() -> None:
@@ -258,7 +217,7 @@ def test_statuses_read_over_the_wire_are_mapped(
     broker: AlpacaBroker, fake: FakeAlpacaAPI, alpaca_status: str, expected: str
 ) -> None:
     """An order in each Alpaca status reads back in Alchemiser's vocabulary."""
-    placed = broker.submit_order(order(type="limit", limit_price=50.0))
+    placed = broker.submit_order(order_request(type="limit", limit_price=50.0))
     fake.exchange.set_order_status(placed.id, alpaca_status)
 
     found = broker.get_order(placed.id)
@@ -268,36 +227,6 @@ def test_statuses_read_over_the_wire_are_mapped(
 
 
 # --- errors reach the classifier with their status -------------------------------------------
-
-
-def test_duplicate_client_order_id_is_duplicate_and_the_original_is_found(
-    broker: AlpacaBroker, fake: FakeAlpacaAPI
-) -> None:
-    """A repeated client_order_id: 422 -> DuplicateOrderError; the look-up finds the first."""
-    original = broker.submit_order(order("alc-dup"))
-
-    exc = failure(lambda: broker.submit_order(order("alc-dup", qty=99)))
-
-    assert isinstance(exc, BrokerAPIError)
-    assert exc.status_code == 422
-    assert "client_order_id must be unique" in exc.body
-    assert isinstance(classify(exc), DuplicateOrderError)
-    assert broker.get_order_by_client_id("alc-dup") == original
-    assert len(fake.exchange.orders) == 1
-
-
-def test_insufficient_buying_power_is_insufficient_funds(
-    broker: AlpacaBroker, fake: FakeAlpacaAPI
-) -> None:
-    """A buy beyond buying power: 403 -> InsufficientFundsError, never retried, nothing booked."""
-    exc = failure(lambda: broker.submit_order(order(qty=5_000)))
-
-    assert isinstance(exc, BrokerAPIError)
-    assert exc.status_code == 403
-    error = classify(exc)
-    assert isinstance(error, InsufficientFundsError)
-    assert not error.should_retry()
-    assert fake.exchange.orders == []
 
 
 def test_429_with_retry_after(
@@ -331,7 +260,7 @@ def test_429_with_rate_limit_reset(
     reset_at_s = math.ceil(time.time() + 30)
     fake.inject(SUBMIT, Fault.rate_limited(reset_at_s=reset_at_s))
 
-    exc = failure(lambda: broker.submit_order(order()))
+    exc = failure(lambda: broker.submit_order(order_request()))
 
     error = classify(exc)
     assert type(error) is RateLimitError
@@ -347,7 +276,7 @@ def test_server_errors_are_transient(
     """5xx on the trading API -> TradingClientError, retried by the task layer."""
     fake.inject(SUBMIT, Fault.error(status))
 
-    exc = failure(lambda: broker.submit_order(order()))
+    exc = failure(lambda: broker.submit_order(order_request()))
 
     assert isinstance(exc, BrokerAPIError)
     assert exc.status_code == status
@@ -397,7 +326,7 @@ def test_hanging_trading_api_times_out_within_the_timeout(
     fake.inject(SUBMIT, Fault.hang(30))
 
     started_s = time.monotonic()
-    exc = failure(lambda: broker.submit_order(order()))
+    exc = failure(lambda: broker.submit_order(order_request()))
     elapsed_s = time.monotonic() - started_s
 
     assert isinstance(exc, requests.Timeout)
@@ -428,7 +357,9 @@ def test_order_booked_behind_a_timeout_is_found_by_client_id(
     broker = make_broker(timeout_s=SHORT_TIMEOUT_S)
     fake.inject(SUBMIT, Fault.hang(30, applied=True))
 
-    assert isinstance(failure(lambda: broker.submit_order(order("alc-amb"))), requests.Timeout)
+    assert isinstance(
+        failure(lambda: broker.submit_order(order_request("alc-amb"))), requests.Timeout
+    )
 
     found = broker.get_order_by_client_id("alc-amb")
     assert found is not None
@@ -442,7 +373,7 @@ def test_dropped_connection_is_a_connection_error(
     a transient error, after exactly one hit."""
     fake.inject(SUBMIT, Fault.drop_connection())
 
-    exc = failure(lambda: broker.submit_order(order()))
+    exc = failure(lambda: broker.submit_order(order_request()))
 
     assert isinstance(exc, requests.ConnectionError)
     assert not isinstance(exc, requests.Timeout)
@@ -488,11 +419,11 @@ def test_secrets_appear_in_no_error_log_or_repr(
     adapter's repr, nor in any log record; API errors keep no link to alpaca-py's original."""
     caplog.set_level(logging.DEBUG)
     broker = make_broker(timeout_s=SHORT_TIMEOUT_S)
-    broker.submit_order(order("alc-s"))
+    broker.submit_order(order_request("alc-s"))
     fake.inject(SUBMIT, Fault.error(500), Fault.rate_limited(retry_after_s=1), Fault.hang(30))
     fake.inject(SUBMIT, Fault.drop_connection())
-    errors = [failure(partial(broker.submit_order, order(f"alc-{i}"))) for i in range(4)]
-    errors.append(failure(lambda: broker.submit_order(order("alc-s"))))  # 422
+    errors = [failure(partial(broker.submit_order, order_request(f"alc-{i}"))) for i in range(4)]
+    errors.append(failure(lambda: broker.submit_order(order_request("alc-s"))))  # 422
     errors.append(failure(lambda: make_broker(secret_key="wrong").get_account()))  # 401
 
     assert [type(e).__name__ for e in errors] == [

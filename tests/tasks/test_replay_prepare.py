@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from resilience.clock import ManualClock
-from resilience.deadletter import DeadLetter
-from resilience.replay import ReplayRefused
+from resilience.deadletter.replay import ReplayRefused
+from resilience.deadletter.store import DeadLetter
+from resilience.storage.clock import ManualClock
 from tasks.payloads import OrderRequest, parse_payload
 from tasks.replay import REPLAYABLE, prepare_replay
 from tests.builders import dead_order
@@ -26,7 +26,7 @@ def entry(
     task: str = "tasks.submit_order",
     *,
     kwargs: dict[str, Any] | None = None,
-    client_order_id: str | None = "alc-original",
+    idempotency_key: str | None = "alc-original",
 ) -> DeadLetter:
     """A dead letter of ``task`` (by default an order valid for another hour)."""
     if kwargs is None:
@@ -40,7 +40,7 @@ def entry(
     return dead_order(
         task=task,
         kwargs=kwargs,
-        client_order_id=client_order_id,
+        idempotency_key=idempotency_key,
         dead_at=iso(NOW - timedelta(minutes=5)),
     )
 
@@ -97,11 +97,11 @@ def test_payload_that_no_longer_validates_is_refused(clock: ManualClock) -> None
 def test_non_order_payloads_are_validated_too(clock: ManualClock) -> None:
     """A quote request with a bad symbol is refused; a good one passes."""
     prepare = prepare_replay(now_s=clock.now_s)
-    bad = entry("tasks.fetch_quote", kwargs={"symbol": "not a symbol"}, client_order_id=None)
+    bad = entry("tasks.fetch_quote", kwargs={"symbol": "not a symbol"}, idempotency_key=None)
     assert "symbol: " in refusal(prepare, bad)
-    good = entry("tasks.fetch_quote", kwargs={"symbol": "SPY"}, client_order_id=None)
+    good = entry("tasks.fetch_quote", kwargs={"symbol": "SPY"}, idempotency_key=None)
     assert prepare(good) == {"symbol": "SPY"}
-    sync = entry("tasks.sync_positions", kwargs={"force": True}, client_order_id=None)
+    sync = entry("tasks.sync_positions", kwargs={"force": True}, idempotency_key=None)
     assert "Extra inputs are not permitted" in refusal(prepare, sync)
 
 
@@ -141,7 +141,8 @@ def test_renew_ttl_gives_a_deadline_to_an_order_that_had_none(clock: ManualClock
 
 
 def test_client_order_id_is_taken_from_the_entry(clock: ManualClock) -> None:
-    """The entry's client_order_id wins over (or fills in) the one in the kwargs."""
+    """The entry's idempotency key is the order's client_order_id: it wins over (or fills in)
+    the one in the kwargs."""
     prepare = prepare_replay(now_s=clock.now_s)
     differing = entry(kwargs={**entry().kwargs, "client_order_id": "alc-other"})
     assert prepare(differing)["client_order_id"] == "alc-original"

@@ -13,19 +13,20 @@ from typing import Any
 import pytest
 import requests
 
-from resilience.context import ErrorNotificationData
 from resilience.errors import ConfigurationError
-from resilience.escalation import DEFAULT_POLICY, EscalationLevel, policy_from_mapping
 from resilience.notify.alert_store import GroupTiming
 from resilience.notify.channel import Delivery, FailureReason, NotificationChannel
 from resilience.notify.console import ConsoleChannel
 from resilience.notify.email import EmailChannel, EmailConfig
+from resilience.notify.escalation_policy import DEFAULT_POLICY, EscalationLevel
+from resilience.notify.escalation_table import EscalationTable, policy_from_mapping
 from resilience.notify.model import Notification
 from resilience.notify.pagerduty import EVENTS_URL, PagerDutyChannel, PagerDutyConfig
 from resilience.notify.slack import SlackChannel, SlackConfig
 from resilience.notify.sms import TWILIO_URL, SmsChannel, SmsConfig
-from resilience.notify.throttle import DEFAULT_LIMITS, ThrottleLimit
+from resilience.notify.throttle import DEFAULT_LIMITS, NotificationLimits, ThrottleLimit
 from resilience.notify.webhook import WebhookChannel, WebhookConfig
+from resilience.policy.context import ErrorNotificationData
 from tests.fakes.http_receiver import HttpReceiver, Reply
 from tests.fakes.smtp_server import SmtpServer
 from worker.channels import (
@@ -288,8 +289,8 @@ def test_channel_setting_defaults() -> None:
     assert settings.pagerduty_events_url == "https://events.pagerduty.com/v2/enqueue"
     assert (settings.slack_timeout_s, settings.webhook_timeout_s) == (5.0, 5.0)
     assert (settings.sms_timeout_s, settings.pagerduty_timeout_s) == (5.0, 5.0)
-    assert settings.escalation == {}
-    assert settings.notification_limits == {}
+    assert settings.escalation == EscalationTable()
+    assert settings.notification_limits == NotificationLimits({})
 
 
 # --- every channel configured -----------------------------------------------------------------
@@ -636,7 +637,7 @@ def test_an_escalation_table_in_the_file(tmp_path: Path, monkeypatch: pytest.Mon
     not configured are listed and built as unconfigured."""
     write_config(tmp_path, monkeypatch, ESCALATION_TOML)
     settings = load_settings()
-    assert settings.escalation == ESCALATION_TABLE
+    assert settings.escalation == EscalationTable.model_validate(ESCALATION_TABLE)
     policy = settings.escalation_policy
     assert policy == policy_from_mapping(ESCALATION_TABLE)
     assert [(lv.after_s, lv.channels, lv.fallback) for lv in policy.rules[0].levels] == [
@@ -661,7 +662,7 @@ def test_escalation_as_json_in_the_environment(
     monkeypatch.setenv("ALCHEMISER_ESCALATION", ESCALATION_JSON)
     monkeypatch.setenv("ALCHEMISER_SLACK_WEBHOOK_URL", SLACK_URL)
     settings = load_settings()
-    assert settings.escalation == ESCALATION_TABLE
+    assert settings.escalation == EscalationTable.model_validate(ESCALATION_TABLE)
     assert settings.escalation_policy == policy_from_mapping(ESCALATION_TABLE)
     assert unconfigured(settings) == ["email", "pagerduty", "webhook"]
 
@@ -669,13 +670,13 @@ def test_escalation_as_json_in_the_environment(
 @pytest.mark.parametrize(
     ("source", "value", "message"),
     [
-        ("env", "{rules: []}", "escalation: Value error, ALCHEMISER_ESCALATION is not JSON ("),
+        ("env", "{rules: []}", "invalid settings: ALCHEMISER_ESCALATION is not JSON ("),
         ("env", "[]", "ALCHEMISER_ESCALATION is not a JSON object"),
         (
             "env",
             '{"rules": [{"levels": [{"channels": ["teams"]}]}]}',
-            "escalation: unknown channel(s) teams; known: console, email, pagerduty, slack, sms,"
-            " webhook",
+            "escalation.rules[0].levels[0]: unknown channel(s) teams; known: console, email,"
+            " pagerduty, slack, sms, webhook",
         ),
         (
             "env",
@@ -685,34 +686,35 @@ def test_escalation_as_json_in_the_environment(
         (
             "file",
             '[[escalation.rules]]\nseverity = ["critical"]\nlevels = [{channels = ["sms"]}]\n',
-            "escalation: rules[0]: unknown key(s) severity; known: error_types, group_wait_s,"
+            "escalation.rules[0]: unknown key(s) severity; known: error_types, group_wait_s,"
             " levels, name, severities",
         ),
         (
             "file",
             '[escalation.default]\nseverities = ["low"]\nlevels = [{channels = ["sms"]}]\n',
-            "escalation: default: unknown key(s) severities; known: group_wait_s, levels, name",
+            "escalation.default: unknown key(s) severities; known: group_wait_s, levels, name",
         ),
         (
             "file",
             '[[escalation.rules]]\nlevels = [{after_s = 60, channel = ["sms"]}]\n',
-            "escalation: rules[0].levels[0]: unknown key(s) channel; known: after_s, channels,"
+            "escalation.rules[0].levels[0]: unknown key(s) channel; known: after_s, channels,"
             " fallback",
         ),
         (
             "file",
             '[[escalation.rules]]\nlevels = [{after_s = inf, channels = ["sms"]}]\n',
-            "escalation: rules[0].levels[0].after_s is a finite number of seconds, got inf",
+            "escalation.rules[0].levels[0].after_s is a finite number of seconds >= 0, got inf",
         ),
         (
             "file",
             '[[escalation.rules]]\ngroup_wait_s = nan\nlevels = [{channels = ["sms"]}]\n',
-            "escalation: rules[0].group_wait_s is a finite number of seconds, got nan",
+            "escalation.rules[0].group_wait_s is a finite number of seconds >= 0, got nan",
         ),
         (
             "file",
             '[[escalation.rules]]\nseverities = ["fatal"]\nlevels = [{channels = ["sms"]}]\n',
-            "escalation: rules[0].severities: 'fatal' is not a valid ErrorSeverity",
+            "escalation.rules[0].severities: unknown severity fatal; known: critical, high, low,"
+            " medium",
         ),
     ],
 )
@@ -809,7 +811,7 @@ def test_notification_limits_from_the_file(tmp_path: Path, monkeypatch: pytest.M
         "[notification_limits.warning]\nlimit = 50\n",
     )
     settings = load_settings()
-    assert settings.notification_limits == {
+    assert settings.notification_limits.model_dump(exclude_unset=True) == {
         "critical": {"limit": 3, "window_s": 60},
         "warning": {"limit": 50},
     }
@@ -921,7 +923,7 @@ def test_bad_json_in_alchemiser_resources_is_a_configuration_error(
 ) -> None:
     """``ALCHEMISER_RESOURCES='{bad'`` is refused like every other bad setting."""
     monkeypatch.setenv("ALCHEMISER_RESOURCES", "{bad")
-    assert "resources" in load_refused()
+    assert load_refused().startswith("invalid settings: ALCHEMISER_RESOURCES is not JSON (")
 
 
 def test_policy_from_mapping_refuses_an_unknown_key() -> None:

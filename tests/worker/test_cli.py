@@ -6,7 +6,7 @@ import base64
 import json
 import re
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,14 +14,15 @@ import pytest
 import redis
 from typer.testing import CliRunner, Result
 
-from resilience.clock import SystemClock
-from resilience.deadletter import DeadLetter, DeadLetterStore
-from resilience.keys import KeySpace
+from resilience.deadletter.store import DeadLetter, DeadLetterStore
+from resilience.storage.clock import SystemClock
+from resilience.storage.keys import KeySpace
 from resilience.task import HEADER
 from tasks.brokers.paper import PaperBroker
 from tasks.payloads import OrderRequest
 from tests.builders import dead_order
 from tests.namespaces import fresh_namespace
+from worker.cli.dlq import _row, _whole
 from worker.cli.main import app
 
 DOWN_URL = "redis://127.0.0.1:1/0"
@@ -83,7 +84,7 @@ def order_letter(entry_id: str = "dl-order", **changes: Any) -> DeadLetter:
     entry = dead_order(
         entry_id,
         kwargs=kwargs,
-        client_order_id="alc-fixed-1",
+        idempotency_key="alc-fixed-1",
         message="broker timed out",
         reason="retries exhausted",
         attempts=[{"attempt": 1, "error": "TimeoutError"}, {"attempt": 2, "error": "TimeoutError"}],
@@ -98,7 +99,7 @@ def quote_letter(entry_id: str = "dl-quote") -> DeadLetter:
         task="tasks.fetch_quote",
         queue="market_data",
         kwargs={"symbol": "MSFT"},
-        client_order_id=None,
+        idempotency_key=None,
         error_type="MarketDataError",
     )
 
@@ -226,8 +227,8 @@ def test_dlq_list_rows_are_summaries_and_filters_apply(ns: str, store: DeadLette
     store.add(quote_letter())
     rows = as_json(run("dlq", "list", "--json"))
     assert {row["id"] for row in rows} == {"dl-order", "dl-quote"}
-    assert all(set(row) == set(order.summary()) for row in rows)
-    assert next(r for r in rows if r["id"] == "dl-order") == order.summary()
+    assert all(set(row) == set(_row(order)) for row in rows)
+    assert next(r for r in rows if r["id"] == "dl-order") == _row(order)
     by_error = as_json(run("dlq", "list", "--json", "--error", "MarketDataError"))
     assert [r["id"] for r in by_error] == ["dl-quote"]
     by_task = as_json(run("dlq", "list", "--json", "--task", "tasks.submit_order"))
@@ -248,7 +249,9 @@ def test_dlq_show_prints_the_whole_entry(ns: str, store: DeadLetterStore) -> Non
     """`dlq show --json` prints the whole entry; an unknown id exits 1 with a message."""
     entry = order_letter()
     store.add(entry)
-    assert as_json(run("dlq", "show", "dl-order", "--json")) == asdict(entry)
+    shown = as_json(run("dlq", "show", "dl-order", "--json"))
+    assert shown == _whole(entry)
+    assert shown["client_order_id"] == entry.idempotency_key == "alc-fixed-1"
     human = run("dlq", "show", "dl-order")
     assert human.exit_code == 0
     assert "TimeoutError" in human.stdout
@@ -418,7 +421,7 @@ def test_discard_removes_and_audits(ns: str, store: DeadLetterStore) -> None:
     [record] = [r for r in store.audit() if r.action == "discard"]
     assert record.id == "dl-order"
     assert record.actor.startswith("cli:")
-    assert record.detail["entry"]["client_order_id"] == "alc-fixed-1"
+    assert record.detail["entry"]["idempotency_key"] == "alc-fixed-1"
 
 
 def test_discard_all_skips_entries_not_dead(ns: str, store: DeadLetterStore) -> None:

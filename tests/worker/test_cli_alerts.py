@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from resilience.context import ErrorNotificationData
-from resilience.escalation import DEFAULT_POLICY
-from resilience.keys import KeySpace
 from resilience.notify.alert_store import AlertStore
+from resilience.notify.escalation_policy import DEFAULT_POLICY
+from resilience.policy.context import ErrorNotificationData
+from resilience.storage.keys import KeySpace
 from tests.worker.test_cli import DOWN_URL, as_json, ns, queued, run
 
 __all__ = ["ns"]  # the fixture, shared with test_cli

@@ -8,7 +8,7 @@ import json
 import pytest
 import redis
 
-from resilience.keys import KeySpace
+from resilience.storage.keys import KeySpace
 from tests.worker.cli_process import cli_environment, run_cli
 from tests.worker.test_cli import queued
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from resilience.guard import Guard, Outcome
-from resilience.guard_status import GuardStatus
-from resilience.keys import KeySpace
+from resilience.guard.admission import Guard, Outcome
+from resilience.guard.status import GuardStatus
+from resilience.storage.keys import KeySpace
 from tests.worker.test_cli import DOWN_URL, as_json, run
 from worker.settings import load_settings
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from resilience.deadletter import DeadLetterStore
+from resilience.deadletter.store import DeadLetterStore
 from resilience.errors import error_classes
 from tests.worker.test_cli import (
     DOWN_URL,

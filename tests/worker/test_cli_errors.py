@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from resilience.chaos import ChaosStore, Phase
-from resilience.clock import SystemClock
 from resilience.errors import ConfigurationError
-from resilience.keys import KeySpace
+from resilience.storage.clock import SystemClock
+from resilience.storage.keys import KeySpace
 from tasks.brokers.paper import CHAOS_TARGETS, PaperBroker
 from tasks.payloads import OrderRequest, parse_payload
 from tests.worker.cli_process import cli_environment, run_cli

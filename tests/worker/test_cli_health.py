@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import redis
 
-from resilience.clock import SystemClock
-from resilience.epoch import EpochStore, ServerRun
-from resilience.guard_status import GuardStatus
-from resilience.keys import KeySpace
-from resilience.resources import DEFAULT_RESOURCES
+from resilience.guard.status import GuardStatus
+from resilience.storage.clock import SystemClock
+from resilience.storage.epoch import EpochStore, ServerRun
+from resilience.storage.keys import KeySpace
+from tasks.resources import DEFAULT_RESOURCES
 from tests.worker.test_cli import ns, run
 
 __all__ = ["ns"]  # the fixture, shared with test_cli

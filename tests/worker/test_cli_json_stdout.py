@@ -16,10 +16,10 @@ import pytest
 import redis
 import typer.main
 
-from resilience.deadletter import DeadLetterStore
-from resilience.escalation import DEFAULT_POLICY
-from resilience.keys import KeySpace
+from resilience.deadletter.store import DeadLetterStore
 from resilience.notify.alert_store import AlertStore
+from resilience.notify.escalation_policy import DEFAULT_POLICY
+from resilience.storage.keys import KeySpace
 from tests.builders import dead_order
 from tests.worker.cli_process import cli_environment, run_cli
 from tests.worker.test_cli_alerts import failure

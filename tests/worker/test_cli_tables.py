@@ -18,11 +18,11 @@ from typing import Any
 
 import redis
 
-from resilience.deadletter import DeadLetterStore
-from resilience.escalation import DEFAULT_POLICY
-from resilience.guard import Guard
-from resilience.keys import KeySpace
+from resilience.deadletter.store import DeadLetterStore
+from resilience.guard.admission import Guard
 from resilience.notify.alert_store import AlertStore
+from resilience.notify.escalation_policy import DEFAULT_POLICY
+from resilience.storage.keys import KeySpace
 from tests.worker.test_cli import as_json, order_letter, run, store
 from tests.worker.test_cli_alerts import failure
 from tests.worker.test_cli_breaker import guard, ns

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import requests
 
-from resilience.health import HealthReport, HealthStatus
 from resilience.notify.alert_store import AlertState
+from resilience.observability.health import HealthReport, HealthStatus
 from tests.worker.test_http import report
 from worker.http import ObservabilityServer, Sources
 

@@ -13,10 +13,10 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from structlog.testing import capture_logs
 
-from resilience.clock import ManualClock
-from resilience.context import ErrorNotificationData
-from resilience.epoch import DATA_LOST_ERROR_TYPE, EpochStore, ServerRun
-from resilience.keys import KeySpace
+from resilience.policy.context import ErrorNotificationData
+from resilience.storage.clock import ManualClock
+from resilience.storage.epoch import DATA_LOST_ERROR_TYPE, EpochStore, ServerRun
+from resilience.storage.keys import KeySpace
 from worker.epoch_watch import EpochWatch
 
 KEYS = KeySpace("watch-test")

@@ -11,14 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from resilience.clock import ManualClock
-from resilience.context import ErrorContext
 from resilience.errors import InsufficientFundsError, SecurityError, TradingClientError
-from resilience.guard import Outcome
-from resilience.guard_status import GuardStatus
-from resilience.keys import KeySpace
+from resilience.guard.admission import Outcome
+from resilience.guard.status import GuardStatus
 from resilience.notify.channel import Delivery, FailureReason
 from resilience.notify.escalator import DeliveryStats
+from resilience.policy.context import ErrorContext
+from resilience.storage.clock import ManualClock
+from resilience.storage.keys import KeySpace
 from tasks.runtime import TradingRuntime
 from tests.builders import dead_order
 from worker.exporter import render_metrics

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
-from resilience.guard_status import BreakerState, BreakerStatus
-from resilience.health import HealthCheck, HealthReport, HealthStatus
+from resilience.guard.status import BreakerState, BreakerStatus
+from resilience.observability.health import HealthCheck, HealthReport, HealthStatus
 from worker.http import PROMETHEUS_CONTENT_TYPE, ObservabilityServer, Sources
 
 

@@ -15,10 +15,10 @@ from celery import Celery
 from celery.exceptions import Ignore
 from prometheus_client.parser import text_string_to_metric_families
 
-from resilience.context import ErrorNotificationData
 from resilience.errors import InsufficientFundsError
-from resilience.guard_status import GuardStatus
-from resilience.keys import KeySpace
+from resilience.guard.status import GuardStatus
+from resilience.policy.context import ErrorNotificationData
+from resilience.storage.keys import KeySpace
 from resilience.task import HEADER, RUNTIME_SETTING, DeliveryState, ResilientTask
 from tasks.runtime import TradingRuntime
 from worker.exporter import render_metrics
@@ -65,6 +65,7 @@ class OrderLike(ResilientTask):
     """A task with a deadline (its ``valid_until_s`` kwarg) that asks ``broker.orders`` to
     admit every run, as an order does."""
 
+    component = "trading"
     resources = ("broker.orders",)
 
     def deadline_s(self, kwargs: dict[str, Any]) -> float | None:

@@ -7,7 +7,7 @@ import json
 import pytest
 import redis
 
-from resilience.keys import KeySpace
+from resilience.storage.keys import KeySpace
 from tests.worker.test_cli import queued
 from worker.application import create_app
 from worker.settings import Settings

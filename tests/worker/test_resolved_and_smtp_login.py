@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from resilience.context import ErrorNotificationData
 from resilience.errors import ConfigurationError
-from resilience.keys import KeySpace
 from resilience.notify.channel import NotificationChannel
 from resilience.notify.model import NotificationStatus
+from resilience.policy.context import ErrorNotificationData
+from resilience.storage.keys import KeySpace
 from tests.builders import final_failure
 from tests.fakes.channels import ScriptedChannel
 from worker import runtime

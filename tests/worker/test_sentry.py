@@ -21,8 +21,8 @@ from resilience.errors import (
     InsufficientFundsError,
     TradingClientError,
 )
-from resilience.guard import Admission, Permit
-from resilience.reporting import FailureReport
+from resilience.guard.admission import Admission, Permit
+from resilience.observability.reporting import FailureReport
 from resilience.scrub import SECRET_KEY_PARTS, Scrubber
 from resilience.task import RUNTIME_SETTING
 from tasks.trading import submit_order
@@ -106,7 +106,7 @@ def _dead_letter(error: Any = None, **changes: Any) -> FailureReport:
         "retry_count": 0,
         "resources": ("broker.api", "broker.orders"),
         "dead_letter_id": "t-1",
-        "client_order_id": "coid-1",
+        "idempotency_key": "coid-1",
         "attempts": (
             {
                 "attempt": 1,

@@ -11,8 +11,8 @@ import redis
 import sentry_sdk
 from pydantic import SecretStr
 
-from resilience.keys import KeySpace
 from resilience.scrub import Scrubber
+from resilience.storage.keys import KeySpace
 from tests.fakes.sentry_receiver import SentryReceiver
 from worker.application import create_app
 from worker.publishing import without_public_key

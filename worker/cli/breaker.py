@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from resilience.errors import ConfigurationError
-from resilience.guard_status import BreakerState, BreakerStatus, GuardStatus
+from resilience.guard.status import BreakerState, BreakerStatus, GuardStatus
 from worker.cli.context import CliError, JsonOption, print_json, print_table, say, services
 
 __all__ = ["app"]

@@ -28,13 +28,13 @@ from rich.table import Table
 from rich.text import Text
 
 from resilience.chaos import ChaosStore
-from resilience.connection import connect
-from resilience.deadletter import DeadLetterStore
+from resilience.deadletter.store import DeadLetterStore
 from resilience.errors import ConfigurationError, ValidationError
-from resilience.guard_status import GuardStatus
-from resilience.keys import KeySpace
+from resilience.guard.status import GuardStatus
 from resilience.notify.alert_store import AlertStore
 from resilience.scrub import Scrubber
+from resilience.storage.connection import connect
+from resilience.storage.keys import KeySpace
 from tasks.runtime import TradingRuntime
 from worker.logging import configure_logging
 from worker.settings import Settings, load_settings

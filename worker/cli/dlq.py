@@ -20,9 +20,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from resilience.deadletter import DeadLetterStore, IdMatches, TransitionConflict
+from resilience.deadletter.replay import Replayer, ReplayResult
+from resilience.deadletter.store import DeadLetter, DeadLetterStore, IdMatches, TransitionConflict
 from resilience.errors import error_classes
-from resilience.replay import Replayer, ReplayResult
 from tasks.replay import prepare_replay, replay_publisher
 from tasks.routing import ROUTES
 from worker.cli.context import (
@@ -81,7 +81,7 @@ def list_(
         _check_filters(error, task)
         entries = svc.dead_letters.entries(error_type=error, task=task, status=status)
     if as_json:
-        print_json([entry.summary() for entry in entries])
+        print_json([_row(entry) for entry in entries])
         return
     print_table(
         "Dead letters",
@@ -94,7 +94,7 @@ def list_(
                 len(e.attempts),
                 e.dead_at,
                 e.status,
-                e.client_order_id or "",
+                e.idempotency_key or "",
                 e.message,
             ]
             for e in entries
@@ -102,6 +102,28 @@ def list_(
         empty="no dead letters",
         whole=["id"],
     )
+
+
+def _row(entry: DeadLetter) -> dict[str, Any]:
+    """The row shape of ``dlq list --json`` (CONTRACT)."""
+    return {
+        "id": entry.id,
+        "task": entry.task,
+        "error_type": entry.error_type,
+        "message": entry.message,
+        "attempts": len(entry.attempts),
+        "dead_at": entry.dead_at,
+        "status": entry.status,
+        "client_order_id": entry.idempotency_key,
+    }
+
+
+def _whole(entry: DeadLetter) -> dict[str, Any]:
+    """``dlq show``: every field, the idempotency key by its name here (an order's)."""
+    return {
+        ("client_order_id" if name == "idempotency_key" else name): value
+        for name, value in asdict(entry).items()
+    }
 
 
 @app.command("show")
@@ -124,7 +146,7 @@ def show(
                 f"no dead letter with id {given!r} or an id starting with it; "
                 "'alchemiser dlq list' shows the ids"
             )
-    body = asdict(entry)
+    body = _whole(entry)
     if as_json:
         print_json(body)
         return

@@ -10,7 +10,7 @@ import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from resilience.health import HealthReport, HealthStatus
+from resilience.observability.health import HealthReport, HealthStatus
 from worker.cli.context import CliError, JsonOption, print_json, print_table, say, services
 
 __all__ = ["EXIT_UNKNOWN", "health", "serve"]

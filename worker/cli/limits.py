@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from resilience.guard_status import LimitStatus
+from resilience.guard.status import LimitStatus
 from worker.cli.context import JsonOption, print_json, print_table, services
 
 __all__ = ["app"]

@@ -50,8 +50,14 @@ def demo(
     """Run the main job end to end on the embedded default (no Redis needed)."""
     # Imported when asked: the demo pulls in the embedded Redis and the worker fleet.
     from worker.demo import run_demo  # noqa: PLC0415
+    from worker.embedded import NoRedisForDemoError  # noqa: PLC0415
 
-    raise typer.Exit(run_demo(orders=orders, workers=workers, keep=keep))
+    try:
+        code = run_demo(orders=orders, workers=workers, keep=keep)
+    except NoRedisForDemoError as missing:
+        typer.echo(f"error: {missing}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 def main() -> None:
