@@ -47,6 +47,8 @@ class AttemptRecord(TypedDict, total=False):
     action: str
     countdown_s: float
     hostname: str
+    # What the application's recovery strategies did about this attempt (RecoveryResult records).
+    recovery: list[dict[str, Any]]
 
 
 def iso(now_s: float) -> str:
@@ -62,6 +64,8 @@ class DeliveryState:
     deferrals: int = 0
     history: tuple[AttemptRecord, ...] = ()
     replay_of: str | None = None
+    # Recoveries that ran the task again later (bounded by the recovery registry).
+    recoveries: int = 0
 
     @classmethod
     def from_headers(cls, headers: dict[str, Any] | None) -> DeliveryState:
@@ -88,8 +92,9 @@ class DeliveryState:
         deferrals = raw.get("deferrals", 0)
         history = raw.get("history", ())
         replay_of = raw.get("replay_of")
+        recoveries = raw.get("recoveries", 0)
         counts_ok = all(
-            type(n) is int and 0 <= n <= MAX_HEADER_COUNT for n in (failures, deferrals)
+            type(n) is int and 0 <= n <= MAX_HEADER_COUNT for n in (failures, deferrals, recoveries)
         )
         history_ok = isinstance(history, list | tuple) and all(
             isinstance(record, dict) for record in history
@@ -101,6 +106,7 @@ class DeliveryState:
             deferrals=deferrals,
             history=cast("tuple[AttemptRecord, ...]", tuple(history)[-HISTORY_LIMIT:]),
             replay_of=replay_of,
+            recoveries=recoveries,
         )
 
     def to_header(self) -> dict[str, Any]:
@@ -110,6 +116,7 @@ class DeliveryState:
             "deferrals": self.deferrals,
             "history": list(self.history),
             "replay_of": self.replay_of,
+            "recoveries": self.recoveries,
         }
 
     @property
@@ -117,13 +124,17 @@ class DeliveryState:
         """Which delivery of the task this is: the same on a redelivery, new on a retry."""
         return f"{self.failures}.{self.deferrals}"
 
-    def after(self, record: AttemptRecord, *, deferred: bool) -> DeliveryState:
-        """The state carried to the next attempt."""
+    def after(
+        self, record: AttemptRecord, *, deferred: bool, recovered: bool = False
+    ) -> DeliveryState:
+        """The state carried to the next attempt; ``recovered``: a recovery strategy sends the
+        task to run again (a deferral that counts as one of its recoveries)."""
         return DeliveryState(
             failures=self.failures + (0 if deferred else 1),
             deferrals=self.deferrals + (1 if deferred else 0),
             history=(*self.history, record)[-HISTORY_LIMIT:],
             replay_of=self.replay_of,
+            recoveries=self.recoveries + (1 if recovered else 0),
         )
 
 

@@ -20,6 +20,7 @@ from resilience.guard.admission import Admission
 from resilience.observability.reporting import FailureAction, FailureReport, report_to
 from resilience.policy.handler import notification_data
 from resilience.policy.resolver import Action, Decision
+from resilience.recovery.result import RecoveryResult
 
 __all__ = ["FailingTask", "SettledElsewhere", "dead_letter", "report"]
 
@@ -190,8 +191,10 @@ def report(
     cause: BaseException | None = None,
     countdown_s: float = 0.0,
     entry: DeadLetter | None = None,
+    recovery: tuple[RecoveryResult, ...] = (),
 ) -> None:
-    """Tell the runtime's reporters (an error tracker) of this failure."""
+    """Tell the runtime's reporters (an error tracker) of this failure and of what the
+    recovery strategies did about it."""
     reporters = delivery.runtime.reporters
     if not reporters:
         return
@@ -217,6 +220,7 @@ def report(
             dead_letter_id=entry.id if entry else None,
             idempotency_key=entry.idempotency_key if entry else None,
             attempts=tuple(entry.attempts) if entry else (),
+            recovery=tuple(r.to_record() for r in recovery),
         ),
     )
 

@@ -26,6 +26,7 @@ from resilience.observability.outcomes import OutcomeCounter
 from resilience.observability.reporting import FailureReporter
 from resilience.policy.classify import Classifier
 from resilience.policy.handler import ErrorHandler
+from resilience.recovery.registry import RecoveryRegistry
 from resilience.scrub import Scrubber
 from resilience.storage.clock import Clock, SystemClock
 from resilience.storage.connection import connect
@@ -67,6 +68,8 @@ class ResilienceRuntime:
     rng: random.Random = field(default_factory=random.Random)
     # Told of every retry, deferral and dead letter (an error tracker such as Sentry).
     reporters: tuple[FailureReporter, ...] = ()
+    # The application's recovery strategies, tried on a failed attempt; None: none.
+    recovery: RecoveryRegistry | None = None
 
 
 def build_resilience_runtime(
@@ -79,6 +82,7 @@ def build_resilience_runtime(
     clock: Clock | None = None,
     reporters: tuple[FailureReporter, ...] = (),
     escalation_task: str | None = None,
+    recovery: RecoveryRegistry | None = None,
     max_countdown_s: float = 1800.0,
     max_redeliveries: int = 3,
     dlq_max_entries: int = 10_000,
@@ -92,7 +96,8 @@ def build_resilience_runtime(
     declares one fails at admission). ``classifier``: how foreign exceptions map into the
     error hierarchy (default: HTTP, socket, Redis and parser rules). ``secrets``: values scrubbed
     from everything that leaves the process. ``escalation_task``: the task name a dead letter is
-    sent to for escalation (``None``: dead letters are stored, nobody is told).
+    sent to for escalation (``None``: dead letters are stored, nobody is told). ``recovery``:
+    the strategies tried on a failed attempt before the retry policy decides.
     """
     clock = clock or SystemClock()
     keys = KeySpace(namespace)
@@ -120,6 +125,7 @@ def build_resilience_runtime(
         metrics=metrics,
         escalation_task=escalation_task,
         reporters=reporters,
+        recovery=recovery,
     )
 
 

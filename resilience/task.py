@@ -38,6 +38,9 @@ from resilience.policy.classify import Component, is_timeout
 from resilience.policy.context import ErrorContext
 from resilience.policy.handler import ErrorDetails
 from resilience.policy.resolver import Action, Decision, decide
+from resilience.recovery.result import RecoveryResult
+from resilience.recovery.runner import recovered_by
+from resilience.recovery.task_step import finish_recovered, recovery_deferral, try_recovery
 from resilience.runtime import RUNTIME_SETTING, ResilienceRuntime
 
 __all__ = ["HEADER", "RUNTIME_SETTING", "DeliveryState", "ResilienceRuntime", "ResilientTask"]
@@ -293,8 +296,11 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             deadline_s=delivery.deadline,
             rng=runtime.rng,
         )
+        recovery = runtime.recovery
+        recoverable = recovery is not None and bool(recovery.strategies_for(error, self.name))
         retry_kind: RetryKind | None = None
-        if decision.action is Action.RETRY:
+        # A recovery calls the remote service again: the retry budget pays for it as a retry.
+        if decision.action is Action.RETRY or recoverable:
             retry_kind = "timeout" if is_timeout(exc) else "retry"
         retry_paid = self._record(
             delivery,
@@ -302,11 +308,25 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             retry=retry_kind,
             push_s=error.retry_after_s if isinstance(error, RateLimitError) else None,
         )
-        if not retry_paid:
+        results: tuple[RecoveryResult, ...] = ()
+        if recovery is not None and recoverable:
+            results = try_recovery(
+                self, recovery, delivery, exc, error, now_s=now_s, budget_paid=retry_paid
+            )
+        recovered = recovered_by(results)
+        if recovered is not None and recovered.finishes_task:
+            finish_recovered(self, delivery, error, recovered, results)
+        if recovered is not None and recovered.retry_in_s is not None:
+            decision = recovery_deferral(delivery, recovered.retry_in_s, now_s)
+        elif not retry_paid and decision.action is not Action.DEAD_LETTER:
             decision = Decision(Action.DEAD_LETTER, 0.0, "retry budget exhausted")
         record = delivery.attempt_record(error, decision, now_s, state)
+        if results:
+            record["recovery"] = [runtime.scrubber(r.to_record()) for r in results]
         deferred = decision.action is Action.DEFER
-        next_state = state.after(record, deferred=deferred)
+        next_state = state.after(
+            record, deferred=deferred, recovered=recovered is not None and deferred
+        )
         _log.info(
             "task_failed",
             task=self.name,
@@ -328,6 +348,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         report(
             self, delivery, "defer" if deferred else "retry", error,
             state=state, reason=decision.reason, cause=exc, countdown_s=decision.countdown_s,
+            recovery=results,
         )  # fmt: skip
         self._schedule_retry(delivery, decision.countdown_s, next_state, error)
 

@@ -116,6 +116,15 @@ class FleetCollector(Collector):
         for retries, count in stats.recovered_after.items():
             after.add_metric([str(retries)], count)
         yield after
+        strategies = CounterMetricFamily(
+            "alchemiser_recovery_results",
+            "Recovery strategies' results on failed attempts, by strategy and outcome"
+            " (recovered, gave_up, not_applicable).",
+            labels=["strategy", "outcome"],
+        )
+        for (strategy, outcome), count in stats.strategies.items():
+            strategies.add_metric([strategy, outcome], count)
+        yield strategies
         yield CounterMetricFamily(
             "alchemiser_task_replayed",
             "Dead letters replayed (first deliveries of replays).",

@@ -105,7 +105,17 @@ class SentryReporter:
         self._reported: deque[str] = deque(maxlen=REPORTED_MEMORY)
 
     def report(self, report: FailureReport) -> None:
-        """A dead letter becomes an event; a retry or a deferral a breadcrumb."""
+        """A dead letter becomes an event; a retry or a deferral a breadcrumb, and so does each
+        recovery strategy's result (before the event, so a dead letter's event shows them)."""
+        for result in report.recovery:
+            sentry_sdk.add_breadcrumb(
+                category="alchemiser.recovery",
+                level="info" if result.get("outcome") == "recovered" else "warning",
+                message=f"{result.get('strategy')}: {result.get('outcome')}",
+                data={"task_id": report.task_id, **result},
+            )
+        if report.action == "recovered":
+            return
         if report.action == "dead_letter":
             self._capture_dead_letter(report)
             return

@@ -9,8 +9,9 @@ pool's children and every worker add to the same keys, and any process reads the
 
 Layout (:class:`~resilience.storage.keys.KeySpace`): ``error_totals`` and each ``error_bucket`` are
 hashes of ``<ErrorType>:<component>|<severity>`` -> count; ``critical_errors`` is a list of JSON
-entries, newest first, capped; ``recovery`` holds ``recovered``, ``recovered_after|<retries>``
-and ``replayed``. Dead letters are the task outcome counters' ``dead_lettered``
+entries, newest first, capped; ``recovery`` holds ``recovered``, ``recovered_after|<retries>``,
+``replayed`` and ``strategy|<name>|<outcome>`` (the recovery strategies' results). Dead
+letters are the task outcome counters' ``dead_lettered``
 (:class:`~resilience.observability.outcomes.OutcomeCounter`), not counted twice.
 
 Windows are whole buckets ending with the current (partial) one: a 5-minute window with
@@ -26,6 +27,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -36,6 +38,7 @@ from redis.exceptions import RedisError
 
 from resilience.policy.handler import ErrorDetails
 from resilience.policy.retry import ErrorSeverity
+from resilience.recovery.result import RecoveryResult
 from resilience.scrub import Scrubber
 from resilience.storage.clock import Clock
 from resilience.storage.keys import KeySpace
@@ -71,6 +74,8 @@ class RecoveryStats:
     recovered_after: dict[int, int]
     replayed: int
     dead: int
+    # (strategy, outcome) -> how many of the strategy's tries ended so.
+    strategies: dict[tuple[str, str], int] = dataclass_field(default_factory=dict)
 
     @property
     def failure_rate(self) -> float:
@@ -150,6 +155,15 @@ class ErrorMetrics:
         pipe.hincrby(self._keys.recovery, "recovered", 1)
         pipe.hincrby(self._keys.recovery, f"recovered_after|{retries}", 1)
         self._execute(pipe, "recovery_not_counted", retries=retries)
+
+    def record_recovery(self, results: tuple[RecoveryResult, ...]) -> None:
+        """Count each recovery strategy's result by strategy and outcome."""
+        if not results:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for result in results:
+            pipe.hincrby(self._keys.recovery, f"strategy|{result.strategy}|{result.outcome}", 1)
+        self._execute(pipe, "recovery_results_not_counted", results=len(results))
 
     def record_replayed(self) -> None:
         """Count a dead letter replayed (its task's first delivery)."""
@@ -231,11 +245,17 @@ class ErrorMetrics:
             for field, count in raw.items()
             if field.startswith("recovered_after|")
         }
+        strategies: dict[tuple[str, str], int] = {}
+        for name, count in raw.items():
+            if name.startswith("strategy|"):
+                strategy, _, outcome = name.removeprefix("strategy|").rpartition("|")
+                strategies[(strategy, outcome)] = int(count)
         return RecoveryStats(
             recovered=int(raw.get("recovered", 0)),
             recovered_after=dict(sorted(after.items())),
             replayed=int(raw.get("replayed", 0)),
             dead=int(dead or 0),
+            strategies=dict(sorted(strategies.items())),
         )
 
     # Internals

@@ -20,7 +20,8 @@ from resilience.guard.admission import Admission
 
 __all__ = ["FailureAction", "FailureReport", "FailureReporter", "report_to"]
 
-FailureAction = Literal["retry", "defer", "dead_letter"]
+# "recovered": a recovery strategy did the work of the failed attempt; the task succeeded.
+FailureAction = Literal["retry", "defer", "dead_letter", "recovered"]
 
 _log = structlog.get_logger("alchemiser.reporting")
 
@@ -47,6 +48,8 @@ class FailureReport:
     dead_letter_id: str | None = None
     idempotency_key: str | None = None
     attempts: tuple[dict[str, Any], ...] = ()
+    # What the recovery strategies did about this failure (RecoveryResult records, unscrubbed).
+    recovery: tuple[dict[str, Any], ...] = ()
 
 
 class FailureReporter(Protocol):
