@@ -19,12 +19,13 @@ from resilience.errors import (
     TradingClientError,
 )
 from resilience.guard.admission import Guard, Outcome
-from resilience.guard.resources import ResourceConfig, RetryBudgetConfig
+from resilience.guard.resources import RateLimitConfig, ResourceConfig, RetryBudgetConfig
 from resilience.observability.metrics import ErrorMetrics
 from resilience.observability.outcomes import OutcomeCounter
 from resilience.observability.reporting import FailureReport
 from resilience.policy.classify import default_classifier
 from resilience.policy.handler import ErrorHandler
+from resilience.recovery.rate_limit import LimiterSlotRecovery
 from resilience.recovery.registry import RecoveryRegistry
 from resilience.recovery.result import RecoveryResult
 from resilience.recovery.strategy import RecoveryAttempt
@@ -86,12 +87,14 @@ class Harness:
     def report(self, report: FailureReport) -> None:
         self.reports.append(report)
 
-    def failing_task(self, error: Exception, *, resources: tuple[str, ...] = ()) -> ResilientTask:
+    def failing_task(
+        self, error: Exception, *, resources: tuple[str, ...] = (), name: str = "unit.recovering"
+    ) -> ResilientTask:
         def body(self: ResilientTask, /, **kwargs: Any) -> Any:
             raise error
 
         return self.app.task(  # type: ignore[no-any-return]
-            bind=True, base=ResilientTask, name="unit.recovering", shared=False,
+            bind=True, base=ResilientTask, name=name, shared=False,
             resources=resources,
         )(body)  # fmt: skip
 
@@ -252,3 +255,33 @@ def test_a_recovery_the_retry_budget_cannot_pay_for_is_not_tried(h: Harness) -> 
     assert entry.attempts[-1]["recovery"] == [
         {"strategy": "retry_budget", "outcome": "gave_up", "action": "retry budget exhausted"}
     ]
+
+
+def test_a_rate_limit_waits_for_the_shared_limiters_next_slot_spending_no_attempt(
+    h: Harness,
+) -> None:
+    """One run per 10 s is admitted; the API still says 429, Retry-After 2 s: the task comes
+    back at the limiter's next slot (about 10 s, later than the Retry-After), as a deferral."""
+    limited = ResourceConfig("api", rate_limit=RateLimitConfig(rate=1, period_s=10.0))
+    h.install(guard=Guard(h.client, h.keys, {"api": limited}))
+    h.registry.register(RateLimitError, LimiterSlotRecovery())
+    task = h.failing_task(RateLimitError("429", retry_after_s=2.0), resources=("api",))
+    deliver(task)
+    state = h.retry_state()
+    assert (state.failures, state.deferrals, state.recoveries) == (0, 1, 1)
+    assert 9.0 < h.retries[-1]["countdown"] <= 10.0
+    (record,) = state.history[-1]["recovery"]
+    assert record["strategy"] == "limiter_slot"
+    assert record["details"]["retry_after_s"] == 2.0
+    assert 9.0 < record["details"]["limiter_wait_s"]["api"] <= 10.0
+    assert "the shared limiter's next slot; no attempt spent" in record["action"]
+
+
+def test_without_a_limiter_a_rate_limit_waits_for_the_retry_after(h: Harness) -> None:
+    h.registry.register(RateLimitError, LimiterSlotRecovery())
+    deliver(h.failing_task(RateLimitError("429", retry_after_s=4.0)))
+    assert h.retries[-1]["countdown"] == 4.0
+    deliver(h.failing_task(RateLimitError("429"), name="unit.no-hint"))
+    # No hint at all: it still waits, it cannot spin.
+    assert h.retries[-1]["countdown"] == 1.0
+    assert h.retry_state().failures == 0
