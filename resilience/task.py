@@ -180,7 +180,8 @@ class ResilientTask(Task):  # type: ignore[type-arg]
         except Exception as exc:
             self._on_failure(delivery, exc)
         self._record(delivery, Outcome.OK)
-        if state.failures or delivery.redelivered:
+        # A task that ran again after a recovery's wait failed before, though no attempt was spent.
+        if state.failures or state.recoveries or delivery.redelivered:
             runtime.outcomes.incr("recovered", self.name)
             if runtime.metrics is not None:
                 runtime.metrics.record_recovered(state.failures)

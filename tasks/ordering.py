@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tasks.brokers.base import Order
+    from tasks.payloads import OrderRequest
 
 __all__ = [
     "DEADLINE_FORMAT",
     "derive_client_order_id",
     "fill_order_defaults",
+    "order_differences",
     "parse_deadline",
     "parse_deadline_s",
 ]
@@ -77,3 +83,22 @@ def parse_deadline_s(value: Any) -> float | None:
         return parse_deadline(value).timestamp()
     except ValueError:
         return None
+
+
+_IDENTITY = ("symbol", "side", "qty", "type", "limit_price")
+
+
+def order_differences(request: OrderRequest, existing: Order) -> dict[str, tuple[object, object]]:
+    """Per field in which the broker's order under this ``client_order_id`` is not the order
+    requested, (requested, held); empty: it is this order."""
+    pairs = {name: (getattr(request, name), getattr(existing, name)) for name in _IDENTITY}
+    return {name: pair for name, pair in pairs.items() if not _same(*pair)}
+
+
+def _same(want: object, have: object) -> bool:
+    if isinstance(want, float) and isinstance(have, int | float):
+        # Brokers send quantities and prices as decimal strings: 0.1 may come back 0.1000000001.
+        return math.isclose(want, have, rel_tol=1e-9)
+    if isinstance(want, str) and isinstance(have, str):
+        return want.upper() == have.upper()
+    return want == have

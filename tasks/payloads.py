@@ -134,6 +134,8 @@ class RebalanceRequest(_Payload):
     # spreads and rounding (a rebalancing band).
     min_drift: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.001
     valid_until: Deadline | None = None
+    # The oldest quote the legs may be sized on (default: ALCHEMISER_QUOTE_MAX_AGE_S).
+    max_quote_age_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] | None = None
 
     @field_validator("targets", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from resilience.notify.service import EscalationService
 from resilience.observability.monitoring import ThresholdMonitor
 from resilience.task import ResilienceRuntime
 from tasks.brokers.base import BrokerAdapter
+from tasks.market_data.quote_book import QuoteBook
 
 __all__ = ["ORDER_TTL_SETTING", "TRADING_RUNTIME_SETTING", "TradingRuntime", "trading_runtime"]
 
@@ -28,6 +29,8 @@ class TradingRuntime:
     broker: BrokerAdapter
     chaos: ChaosStore
     order_ttl_s: float
+    # Quotes: the broker, then the second provider, then the last good quote (bounded age).
+    quotes: QuoteBook
     # tasks.escalate's: alerts, the policy and the channels (None: it only logs).
     escalation: EscalationService | None = None
     # tasks.escalate's evaluate step: the alert thresholds against the fleet (None: off).

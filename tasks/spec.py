@@ -1,6 +1,7 @@
 """The trading application, declared in one place: its task modules, queues and routes, the
-resources its tasks claim, what the classifier knows of its errors, and the advice operators
-get. ``worker/`` builds the Celery app, the runtime and the health report from :data:`SPEC`.
+resources its tasks claim, what the classifier knows of its errors, what it recovers from, and
+the advice operators get. ``worker/`` builds the Celery app, the runtime and the health report
+from :data:`SPEC`.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from dataclasses import dataclass, field
 
 from resilience.guard.resources import ResourceConfig
 from resilience.policy.domain import ClassifierDomain
+from resilience.recovery.registry import RecoveryRegistry
 from tasks.advice import TRADING_ADVICE
 from tasks.classification import TRADING_DOMAIN
+from tasks.recovery import TradingErrorRecovery
 from tasks.resources import defaults_for
 
 __all__ = ["SPEC", "AppSpec", "PeriodicTask", "TaskRoute"]
@@ -48,6 +51,8 @@ class AppSpec:
     resources_for: Callable[[str], dict[str, ResourceConfig]]
     domain: ClassifierDomain
     advice: Mapping[str, str]
+    # The recovery strategies tried on a failed attempt (built once per worker process).
+    recovery: Callable[[], RecoveryRegistry] = RecoveryRegistry
     # Modules a broker needs imported once before the pool forks (slow imports).
     broker_modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     periodic: tuple[PeriodicTask, ...] = ()
@@ -94,6 +99,7 @@ SPEC = AppSpec(
     resources_for=defaults_for,
     domain=TRADING_DOMAIN,
     advice=TRADING_ADVICE,
+    recovery=TradingErrorRecovery,
     # alpaca-py takes ~2 s to import: once in the worker's parent, before the pool forks,
     # rather than in every child on its first order.
     broker_modules={"alpaca": ("tasks.brokers.alpaca",)},

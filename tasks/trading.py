@@ -10,7 +10,6 @@ if that is this order (same symbol, side, qty, type and limit price), else it is
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from typing import Any
@@ -28,7 +27,7 @@ from resilience.errors import (
 from resilience.task import DeliveryState, ResilientTask
 from tasks.application import application_task
 from tasks.brokers.base import Order
-from tasks.ordering import fill_order_defaults, parse_deadline_s
+from tasks.ordering import fill_order_defaults, order_differences, parse_deadline_s
 from tasks.payloads import (
     CancelRequest,
     OrderRequest,
@@ -114,34 +113,15 @@ class OrderTask(TradingTask):
         except ValidationError:  # an invalid order was never sent
             return None
         existing = self.trading.broker.get_order_by_client_id(request.client_order_id)
-        if existing is None or _differences(request, existing):
+        if existing is None or order_differences(request, existing):
             return None
         return _placed_before(self, existing)
-
-
-_IDENTITY = ("symbol", "side", "qty", "type", "limit_price")
-
-
-def _differences(request: OrderRequest, existing: Order) -> dict[str, tuple[object, object]]:
-    """Per field in which the broker's order under this ``client_order_id`` is not the order
-    requested, (requested, held); empty: it is this order."""
-    pairs = {name: (getattr(request, name), getattr(existing, name)) for name in _IDENTITY}
-    return {name: pair for name, pair in pairs.items() if not _same(*pair)}
-
-
-def _same(want: object, have: object) -> bool:
-    if isinstance(want, float) and isinstance(have, int | float):
-        # Brokers send quantities and prices as decimal strings: 0.1 may come back 0.1000000001.
-        return math.isclose(want, have, rel_tol=1e-9)
-    if isinstance(want, str) and isinstance(have, str):
-        return want.upper() == have.upper()
-    return want == have
 
 
 def _already_placed(task: OrderTask, request: OrderRequest, existing: Order) -> dict[str, Any]:
     """Resolve to ``existing`` if it is the order requested; a reused key for another order
     raises :class:`IdempotencyConflictError` (never reported as placed)."""
-    differences = _differences(request, existing)
+    differences = order_differences(request, existing)
     if differences:
         described = "; ".join(
             f"{name} {want!r} (the broker holds {have!r})"
@@ -210,9 +190,10 @@ class MarketDataTask(ResilientTask):
 
 @application_task(base=MarketDataTask, name="tasks.fetch_quote")
 def fetch_quote(self: MarketDataTask, /, **payload: Any) -> dict[str, Any]:
-    """The latest quote of one symbol."""
+    """The latest quote of one symbol from the broker, with its source and age; when the broker
+    fails, the recovery strategies answer from the second provider or the last good quote."""
     request = parse_payload(QuoteRequest, payload)
-    return trading_runtime(self.app).broker.get_quote(request.symbol).to_dict()
+    return trading_runtime(self.app).quotes.fetch(request.symbol, self.runtime.clock.now_s())
 
 
 def _leg_client_order_id(rebalance_id: str, symbol: str, side: str) -> str:
@@ -231,7 +212,11 @@ def rebalance(self: TradingTask, /, **payload: Any) -> dict[str, Any]:
     account = broker.get_account()
     held = {p.symbol: p.qty for p in broker.list_positions()}
     symbols = sorted(set(request.targets) | set(held))
-    prices = {s: broker.get_quote(s).mid for s in symbols}
+    # Never a quote older than the limit: a rebalance on stale prices trades the wrong sizes.
+    book, now_s = self.trading.quotes, self.runtime.clock.now_s()
+    max_age_s = request.max_quote_age_s or book.max_age_s
+    quotes = {s: book.for_trading(s, now_s, max_age_s) for s in symbols}
+    prices = {s: (q["bid"] + q["ask"]) / 2.0 for s, q in quotes.items()}
     equity = account.cash + sum(qty * prices[s] for s, qty in held.items())
     legs: list[dict[str, Any]] = []
     for symbol in symbols:

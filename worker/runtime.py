@@ -27,6 +27,9 @@ from resilience.storage.server_clock import ServerClock
 from resilience.task import ResilienceRuntime
 from tasks.brokers.base import BrokerAdapter
 from tasks.brokers.paper import PaperBroker
+from tasks.market_data.providers import fallback_provider
+from tasks.market_data.quote_book import QuoteBook
+from tasks.market_data.quote_cache import QuoteCache
 from tasks.runtime import TradingRuntime
 from tasks.spec import SPEC
 from worker.channels import build_channels, resolved_to, unconfigured
@@ -64,6 +67,7 @@ def build_runtime(
         clock=clock,
         reporters=reporters,
         escalation_task="tasks.escalate",
+        recovery=SPEC.recovery(),
         max_countdown_s=settings.max_countdown_s,
         max_redeliveries=settings.max_redeliveries,
         dlq_max_entries=settings.dlq_max_entries,
@@ -95,11 +99,18 @@ def build_runtime(
                 guard.push(ACCOUNT_RESOURCE, max(hint.reset_at_s - clock.now_s(), 0.0))
 
         broker = AlpacaBroker.from_settings(settings, on_rate_limit=hold_account_limit)
+    quotes = QuoteBook(
+        broker=broker,
+        cache=QuoteCache(client, keys, clock),
+        fallback=fallback_provider(settings.quote_fallback, client, keys, clock=clock, chaos=chaos),
+        max_age_s=settings.quote_max_age_s,
+    )
     return TradingRuntime(
         resilience=resilience,
         broker=broker,
         chaos=chaos,
         order_ttl_s=settings.order_ttl_s,
+        quotes=quotes,
         escalation=build_escalation(settings, client, keys),
         thresholds=build_thresholds(settings, client, keys),
     )

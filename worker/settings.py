@@ -80,6 +80,10 @@ MAX_PAPER_CASH = 1e12
 CommaList = Annotated[list[str], NoDecode]
 
 
+# A quote older than an hour is history, not a price to trade on.
+MAX_QUOTE_AGE_S = 3600.0
+
+
 class Settings(BaseSettings):
     """Every setting of a deployment; see docs/CONFIGURATION.md."""
 
@@ -133,6 +137,12 @@ class Settings(BaseSettings):
     )
 
     paper_market_hours: Literal["always_open", "regular"] = "always_open"
+    # The second source of quotes when the broker's market data fails: none, paper, or
+    # module:factory (tasks/market_data/providers.py); and the oldest quote ever used.
+    quote_fallback: str = Field(
+        default="none", min_length=1, max_length=200, pattern=r"^(none|paper|[\w.]+:\w+)$"
+    )
+    quote_max_age_s: float = Field(default=60.0, gt=0, le=MAX_QUOTE_AGE_S, allow_inf_nan=False)
     paper_initial_cash: float = Field(
         default=1_000_000.0, ge=0, le=MAX_PAPER_CASH, allow_inf_nan=False
     )

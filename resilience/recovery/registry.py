@@ -36,9 +36,10 @@ class _Registration:
     error_class: type[AlchemiserError]
     strategy: ErrorRecoveryStrategy
     tasks: frozenset[str]  # empty: every task
+    excluding: tuple[type[AlchemiserError], ...]
 
-    def applies_to(self, task_name: str) -> bool:
-        return not self.tasks or task_name in self.tasks
+    def applies_to(self, error: AlchemiserError, task_name: str) -> bool:
+        return (not self.tasks or task_name in self.tasks) and not isinstance(error, self.excluding)
 
 
 class RecoveryRegistry:
@@ -56,14 +57,17 @@ class RecoveryRegistry:
         strategy: ErrorRecoveryStrategy,
         *,
         tasks: Iterable[str] = (),
+        excluding: Iterable[type[AlchemiserError]] = (),
     ) -> None:
-        """Try ``strategy`` on failures of ``error_class`` (and its subclasses) in ``tasks``
-        (every task if none are named)."""
+        """Try ``strategy`` on failures of ``error_class`` and its subclasses but those in
+        ``excluding``, in ``tasks`` (every task if none are named)."""
         if not (isinstance(error_class, type) and issubclass(error_class, AlchemiserError)):
             raise TypeError(f"{error_class!r} is not an AlchemiserError class")
         if not getattr(strategy, "name", ""):
             raise ValueError(f"strategy {strategy!r} has no name")
-        self._registrations.append(_Registration(error_class, strategy, frozenset(tasks)))
+        self._registrations.append(
+            _Registration(error_class, strategy, frozenset(tasks), tuple(excluding))
+        )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -80,7 +84,7 @@ class RecoveryRegistry:
                 strategy = registration.strategy
                 if (
                     registration.error_class is cls
-                    and registration.applies_to(task_name)
+                    and registration.applies_to(error, task_name)
                     and all(known is not strategy for known in ordered)
                 ):
                     ordered.append(strategy)

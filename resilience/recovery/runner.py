@@ -55,6 +55,7 @@ def run_recovery(
             strategy=result.strategy,
             outcome=result.outcome.value,
             action=scrubber.text(result.action),
+            details=scrubber(dict(result.details)),
         )
     if counter is not None:
         counter.record_recovery(results)

@@ -4,6 +4,7 @@ order, and no order is both booked and dead-lettered."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -97,9 +98,10 @@ def _booked_and_dead(deployment: Deployment) -> set[str]:
 def test_lost_reply_then_attempts_exhausted_settles_as_placed(
     deployment_factory: Callable[..., Deployment],
 ) -> None:
-    """Each submit is booked but its reply lost, and the lookups of attempts 2 to 5 fail:
-    before the dead letter the order is found at the broker, so it ends a success (recovered,
-    duplicate avoided), booked once, and no order is both booked and dead-lettered."""
+    """Each submit is booked but its reply lost, and every lookup of attempts 1 to 5 fails (the
+    recovery's after each failure, the body's before attempts 2 to 5): before the dead letter
+    the order is found at the broker, so it ends a success (recovered, duplicate avoided),
+    booked once, and no order is both booked and dead-lettered."""
     deployment = deployment_factory(**FAST_RETRIES)
     chaos = deployment.runtime.chaos
     chaos.inject(ChaosRule("broker.submit_order", "TimeoutError", phase="after"))
@@ -107,12 +109,12 @@ def test_lost_reply_then_attempts_exhausted_settles_as_placed(
     outcomes = deployment.runtime.resilience.outcomes
     orders = [order_kwargs("AAPL", 1), order_kwargs("MSFT", 2)]
     for done, order in enumerate(orders, start=1):
-        # Four failed lookups per order: one per retry, none left for the last look.
-        chaos.inject(ChaosRule("broker.get_order", "http:503", count=4))
+        # Nine failed lookups per order (5 recoveries, 4 retries' own), none for the last look.
+        chaos.inject(ChaosRule("broker.get_order", "http:503", count=9))
         deployment.submit(order)
         _wait_for_total(deployment, "duplicate_avoided", done)
     ids = [o["client_order_id"] for o in orders]
-    assert chaos.fired() == {"broker.submit_order": 2, "broker.get_order": 8}
+    assert chaos.fired() == {"broker.submit_order": 2, "broker.get_order": 18}
     assert deployment.accepted_counts() == dict.fromkeys(ids, 1)
     assert deployment.dead_by_order() == {}
     totals = outcomes.totals()
@@ -125,8 +127,9 @@ def test_lost_reply_then_attempts_exhausted_settles_as_placed(
 def test_lost_reply_then_retry_budget_refused_settles_as_placed(
     deployment_factory: Callable[..., Deployment],
 ) -> None:
-    """Six orders booked with their replies lost; the retry budget pays one retry and refuses
-    the other five: every order ends booked once and none is dead-lettered."""
+    """Six orders booked with their replies lost; the retry budget pays one recovery (its lookup
+    finds the order) and refuses the other five, whose look before the dead letter finds theirs:
+    every order ends booked once and none is dead-lettered."""
     deployment = deployment_factory(**FAST_RETRIES, ALCHEMISER_RESOURCES=ONE_RETRY_BUDGET)
     deployment.runtime.chaos.inject(ChaosRule("broker.submit_order", "TimeoutError", phase="after"))
     deployment.start_workers(concurrency=2)
@@ -140,9 +143,11 @@ def test_lost_reply_then_retry_budget_refused_settles_as_placed(
     assert deployment.dead_by_order() == {}
     assert _booked_and_dead(deployment) == set()
     totals = outcomes.totals()
-    assert (totals["duplicate_avoided"], totals["retried"]) == (6, 1)
+    assert (totals["duplicate_avoided"], totals.get("retried", 0)) == (6, 0)
     assert "dead_lettered" not in totals
     assert len(deployment.log_events("task_settled_elsewhere")) == 5
+    tried = Counter((t["strategy"], t["outcome"]) for t in deployment.log_events("recovery_tried"))
+    assert tried == {("order_lookup", "recovered"): 1, ("retry_budget", "gave_up"): 5}
 
 
 def test_a_failing_lookup_before_the_dead_letter_dead_letters_as_before(
@@ -159,7 +164,8 @@ def test_a_failing_lookup_before_the_dead_letter_dead_letters_as_before(
     entry = deployment.dead_letter(deployment.submit(order), 60)
     assert entry.error_type == "TradingClientError"
     assert entry.reason == "attempts exhausted (5 of 5)"
-    assert chaos.fired() == {"broker.submit_order": 1, "broker.get_order": 5}
+    # Each attempt's recovery lookup, the lookups of attempts 2 to 5, and the last look.
+    assert chaos.fired() == {"broker.submit_order": 1, "broker.get_order": 10}
     failed = deployment.log_events("settlement_lookup_failed")
     assert [e["task_id"] for e in failed] == [entry.id]
     assert "503" in failed[0]["error"]

@@ -17,7 +17,8 @@ def _ts(record: dict[str, object]) -> float:
 
 
 def test_rate_limited_order_waits_retry_after_then_succeeds(deployment: Deployment) -> None:
-    """A 429 with Retry-After retries after max(Retry-After, backoff) and then succeeds."""
+    """A 429 with Retry-After waits for the later of the Retry-After and the shared limiter's
+    next slot, twice, spending no attempt (recovered by limiter_slot), then succeeds."""
     deployment.runtime.chaos.inject(
         ChaosRule("broker.submit_order", "http:429", count=2, retry_after_s=1)
     )
@@ -30,15 +31,17 @@ def test_rate_limited_order_waits_retry_after_then_succeeds(deployment: Deployme
 
     failures = deployment.log_events("task_failed")
     assert [f["error_type"] for f in failures] == ["RateLimitError", "RateLimitError"]
-    assert [f["action"] for f in failures] == ["retry", "retry"]
-    # RateLimitError: Exponential(1 s, x2) with full jitter, never sooner than Retry-After.
-    assert 1.0 <= float(failures[0]["countdown_s"]) <= 1.0
-    assert 1.0 <= float(failures[1]["countdown_s"]) <= 2.0
+    assert [f["action"] for f in failures] == ["defer", "defer"]
+    assert [f["attempt"] for f in failures] == [1, 1]
+    # Never sooner than the Retry-After; the account limiter (200 a minute) adds at most 0.3 s.
+    assert all(1.0 <= float(f["countdown_s"]) <= 1.5 for f in failures)
+    tried = deployment.log_events("recovery_tried")
+    assert [(t["strategy"], t["outcome"]) for t in tried] == [("limiter_slot", "recovered")] * 2
     placed = deployment.log_events("order_placed")
     assert len(placed) == 1
     assert _ts(placed[0]) - _ts(failures[1]) >= float(failures[1]["countdown_s"]) - 0.05
     totals = deployment.runtime.resilience.outcomes.totals()
-    assert totals["retried"] == 2
+    assert (totals["deferred"], totals.get("retried", 0)) == (2, 0)
     assert totals["recovered"] == 1
     assert deployment.accepted_counts()[order["client_order_id"]] == 1
 

@@ -16,9 +16,11 @@ from resilience.errors import ConfigurationError
 from resilience.storage.clock import SystemClock
 from resilience.storage.keys import KeySpace
 from tasks.brokers.paper import CHAOS_TARGETS, PaperBroker
+from tasks.market_data.providers import FALLBACK_CHAOS_TARGETS, PaperQuotes
 from tasks.payloads import OrderRequest, parse_payload
 from tests.worker.cli_process import cli_environment, run_cli
 from tests.worker.test_cli import queued
+from worker.cli.chaos import CHAOS_TARGETS as CLI_TARGETS
 from worker.settings import load_settings
 
 # (variable, value, what the one line says besides the variable's name)
@@ -199,7 +201,7 @@ def test_chaos_inject_of_an_unknown_target_is_refused_with_the_known_ones(
     assert result.stderr.splitlines() == [
         "error: unknown chaos target 'broker.nope'; known: broker.cancel_order, "
         "broker.get_account, broker.get_order, broker.get_quote, broker.list_positions, "
-        "broker.submit_order"
+        "broker.submit_order, fallback.get_quote"
     ]
     assert json.loads(run_cli("chaos", "list", "--json", env=env).stdout) == []
 
@@ -243,6 +245,17 @@ def test_the_known_targets_are_those_the_paper_broker_consults(
     broker.list_orders()
     broker.cancel_order(resting.id)
     assert sorted(chaos.struck) == list(CHAOS_TARGETS)
+
+
+def test_the_second_quote_provider_consults_its_own_target(
+    client: redis.Redis, keys: KeySpace
+) -> None:
+    """The paper quotes behind ALCHEMISER_QUOTE_FALLBACK=paper consult `fallback.get_quote`
+    only, the one target `chaos inject` knows besides the broker's."""
+    chaos = RecordingChaos()
+    PaperQuotes(client, keys, clock=SystemClock(), chaos=chaos).get_quote("AAPL")
+    assert sorted(chaos.struck) == list(FALLBACK_CHAOS_TARGETS)
+    assert (*CHAOS_TARGETS, *FALLBACK_CHAOS_TARGETS) == CLI_TARGETS
 
 
 # --- symbols: upper-cased, or refused with a sentence -------------------------------------------

@@ -238,6 +238,7 @@ def test_every_family_is_named_by_its_type(runtime: TradingRuntime) -> None:
         "alchemiser_errors": "counter",
         "alchemiser_task_recovered_after_retries": "counter",
         "alchemiser_task_replayed": "counter",
+        "alchemiser_recovery_results": "counter",
         "alchemiser_dlq_depth": "gauge",
         "alchemiser_dlq_evicted": "counter",
         "alchemiser_breaker_state": "gauge",

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from resilience.chaos import FOREIGN_FAULTS, ChaosRule, Phase
-from tasks.brokers.paper import CHAOS_TARGETS
+from tasks.brokers.paper import CHAOS_TARGETS as BROKER_TARGETS
+from tasks.market_data.providers import FALLBACK_CHAOS_TARGETS
 from worker.cli.context import (
     EXIT_USAGE,
     CliError,
@@ -23,6 +24,9 @@ from worker.cli.context import (
     whole_option,
 )
 from worker.settings import DAY_S, WEEK_S
+
+# Every operation that consults fault rules: the paper broker's and the second quote provider's.
+CHAOS_TARGETS = (*BROKER_TARGETS, *FALLBACK_CHAOS_TARGETS)
 
 __all__ = ["app"]
 

@@ -164,3 +164,11 @@ def test_a_result_either_finishes_the_task_or_runs_it_again() -> None:
         RecoveryResult.recovered("s", "wait", retry_in_s=float("nan"))
     with pytest.raises(ValueError, match="not both"):
         RecoveryResult.recovered("s", "both", value=1, retry_in_s=1.0)
+
+
+def test_a_registration_may_leave_out_subclasses() -> None:
+    registry = RecoveryRegistry()
+    lookup = Scripted("lookup")
+    registry.register(TradingClientError, lookup, excluding=[OrderExecutionError])
+    assert registry.strategies_for(TradingClientError("503"), "t") == (lookup,)
+    assert registry.strategies_for(InsufficientFundsError("no"), "t") == ()
