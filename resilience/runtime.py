@@ -24,6 +24,8 @@ from resilience.guard.resources import ResourceConfig
 from resilience.observability.metrics import ErrorMetrics
 from resilience.observability.outcomes import OutcomeCounter
 from resilience.observability.reporting import FailureReporter
+from resilience.patterns.history import ErrorHistory
+from resilience.patterns.templates import MessageTemplater
 from resilience.policy.classify import Classifier
 from resilience.policy.handler import ErrorHandler
 from resilience.recovery.registry import RecoveryRegistry
@@ -70,6 +72,8 @@ class ResilienceRuntime:
     reporters: tuple[FailureReporter, ...] = ()
     # The application's recovery strategies, tried on a failed attempt; None: none.
     recovery: RecoveryRegistry | None = None
+    # The fleet's error history (patterns, prediction, runbooks); None: not kept.
+    history: ErrorHistory | None = None
 
 
 def build_resilience_runtime(
@@ -83,6 +87,7 @@ def build_resilience_runtime(
     reporters: tuple[FailureReporter, ...] = (),
     escalation_task: str | None = None,
     recovery: RecoveryRegistry | None = None,
+    message_masks: Iterable[tuple[str, str]] = (),
     max_countdown_s: float = 1800.0,
     max_redeliveries: int = 3,
     dlq_max_entries: int = 10_000,
@@ -97,13 +102,16 @@ def build_resilience_runtime(
     error hierarchy (default: HTTP, socket, Redis and parser rules). ``secrets``: values scrubbed
     from everything that leaves the process. ``escalation_task``: the task name a dead letter is
     sent to for escalation (``None``: dead letters are stored, nobody is told). ``recovery``:
-    the strategies tried on a failed attempt before the retry policy decides.
+    the strategies tried on a failed attempt before the retry policy decides. ``message_masks``:
+    the application's (regex, replacement) pairs that make error messages templates in the error
+    history (e.g. ticker symbols).
     """
     clock = clock or SystemClock()
     keys = KeySpace(namespace)
     client = connect(redis_url, socket_timeout_s=socket_timeout_s)
     scrubber = Scrubber(secrets)
     metrics = ErrorMetrics(client, keys, clock, scrubber=scrubber)
+    history = ErrorHistory(client, keys, clock, templater=MessageTemplater(message_masks))
     guard = (
         Guard(client, keys, resources, record_successes_late=True)
         if resources is not None
@@ -115,7 +123,9 @@ def build_resilience_runtime(
         dead_letters=DeadLetterStore(
             client, keys, max_entries=dlq_max_entries, retention_s=dlq_retention_s
         ),
-        handler=ErrorHandler(classifier=classifier, recorders=(metrics,), scrubber=scrubber),
+        handler=ErrorHandler(
+            classifier=classifier, recorders=(metrics, history), scrubber=scrubber
+        ),
         scrubber=scrubber,
         outcomes=OutcomeCounter(client, keys),
         clock=clock,
@@ -126,6 +136,7 @@ def build_resilience_runtime(
         escalation_task=escalation_task,
         reporters=reporters,
         recovery=recovery,
+        history=history,
     )
 
 

@@ -24,7 +24,13 @@ from resilience.errors import (
 from resilience.policy.classify import Classifier, default_classifier
 from resilience.policy.domain import BodyRule, ClassifierDomain, ErrorFamilies
 
-__all__ = ["MARKET_DATA", "TRADING", "TRADING_DOMAIN", "trading_classifier"]
+__all__ = [
+    "MARKET_DATA",
+    "TRADING",
+    "TRADING_DOMAIN",
+    "TRADING_MESSAGE_MASKS",
+    "trading_classifier",
+]
 
 TRADING = "trading"
 MARKET_DATA = "market_data"
@@ -64,6 +70,16 @@ TRADING_DOMAIN = ClassifierDomain(
         BodyRule(422, _POSITION_RE, PositionValidationError),
     ),
     network_packages=frozenset({"alpaca"}),
+)
+
+
+# Ticker symbols in error messages (AAPL, BRK.B), but not the capitals of protocols and units.
+TRADING_MESSAGE_MASKS: tuple[tuple[str, str], ...] = (
+    (
+        r"(?<![\w<.])(?!(?:HTTP|HTTPS|API|URL|JSON|SSL|TLS|UTC|ID|OK|GET|POST|PUT|DELETE)\b)"
+        r"[A-Z]{1,5}(?:\.[A-Z])?(?![\w>])",
+        "<symbol>",
+    ),
 )
 
 

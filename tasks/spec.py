@@ -13,7 +13,7 @@ from resilience.guard.resources import ResourceConfig
 from resilience.policy.domain import ClassifierDomain
 from resilience.recovery.registry import RecoveryRegistry
 from tasks.advice import TRADING_ADVICE
-from tasks.classification import TRADING_DOMAIN
+from tasks.classification import TRADING_DOMAIN, TRADING_MESSAGE_MASKS
 from tasks.recovery import TradingErrorRecovery
 from tasks.resources import defaults_for
 
@@ -53,6 +53,9 @@ class AppSpec:
     advice: Mapping[str, str]
     # The recovery strategies tried on a failed attempt (built once per worker process).
     recovery: Callable[[], RecoveryRegistry] = RecoveryRegistry
+    # (regex, replacement) pairs that mask the application's own values in error messages, so
+    # the error history sees one template for "the same error, another symbol".
+    message_masks: tuple[tuple[str, str], ...] = ()
     # Modules a broker needs imported once before the pool forks (slow imports).
     broker_modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     periodic: tuple[PeriodicTask, ...] = ()
@@ -100,6 +103,7 @@ SPEC = AppSpec(
     domain=TRADING_DOMAIN,
     advice=TRADING_ADVICE,
     recovery=TradingErrorRecovery,
+    message_masks=TRADING_MESSAGE_MASKS,
     # alpaca-py takes ~2 s to import: once in the worker's parent, before the pool forks,
     # rather than in every child on its first order.
     broker_modules={"alpaca": ("tasks.brokers.alpaca",)},

@@ -68,6 +68,7 @@ def build_runtime(
         reporters=reporters,
         escalation_task="tasks.escalate",
         recovery=SPEC.recovery(),
+        message_masks=SPEC.message_masks,
         max_countdown_s=settings.max_countdown_s,
         max_redeliveries=settings.max_redeliveries,
         dlq_max_entries=settings.dlq_max_entries,

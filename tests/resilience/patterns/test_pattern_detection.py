@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.patterns import calibration
 from resilience.patterns.analysis import Pattern, PatternConfig, detect_patterns
 from resilience.patterns.prediction import predict_error_probability
 from tests.resilience.patterns.synthetic_history import (
@@ -59,30 +60,23 @@ def test_a_rare_error_type_is_not_analysed() -> None:
 
 
 def test_prediction_is_calibrated_on_held_out_days() -> None:
-    """Trained on three weeks, the expected counts of MarketDataError per hour of the fourth
-    week are within 15 % of what happened at the opens and within 10 % over the week; the
-    probability follows the hours (near 1 at the open, low at night)."""
+    """Trained on three weeks, the expected count of MarketDataError in the fourth week (and in
+    its five market opens) against what happened, over six seeds: within 10 % on average and
+    20 % at worst (sampling noise of three weeks of training); the probability follows the
+    hours (near 1 at the open, low at night)."""
+    week_errors, open_errors = [], []
+    for seed in range(21, 27):
+        row = calibration(seed)
+        week_errors.append(abs(row["week_expected"] - row["week_observed"]) / row["week_observed"])
+        open_errors.append(
+            abs(row["opens_expected"] - row["opens_observed"]) / row["opens_observed"]
+        )
+    for errors in (week_errors, open_errors):
+        assert sum(errors) / len(errors) <= 0.10, errors
+        assert max(errors) <= 0.20, errors
+
     events = history(days=28, seed=21)
     split_s = START_S + 21 * DAY_S
-    held_out = [e for e in events if e.at_s >= split_s and e.error_type == "MarketDataError"]
-
-    def expected(hour_start_s: float, minutes: float = 60) -> float:
-        return predict_error_probability(
-            events, "MarketDataError", minutes, now_s=hour_start_s, history_end_s=split_s
-        ).expected_count
-
-    week_expected = open_expected = open_observed = 0.0
-    for hour in range(7 * 24):
-        hour_start_s = split_s + hour * 3600
-        predicted = expected(hour_start_s)
-        week_expected += predicted
-        if hour % 24 == 14 and hour // 24 < 5:  # the weekdays' 14:00 UTC hour (the open)
-            open_expected += predicted
-            open_observed += sum(
-                1 for e in held_out if hour_start_s <= e.at_s < hour_start_s + 3600
-            )
-    assert abs(week_expected - len(held_out)) <= 0.10 * len(held_out)
-    assert abs(open_expected - open_observed) <= 0.15 * open_observed
 
     def chance(offset_s: float) -> float:
         prediction = predict_error_probability(
