@@ -87,6 +87,8 @@ def dead_letter(
     if evicted:
         _log.warning("dead_letters_evicted", count=len(evicted), ids=evicted[:10])
     runtime.outcomes.incr("dead_lettered", task.name)
+    if runtime.resolutions is not None:
+        runtime.resolutions.record([error.error_type], "dead_lettered")
     if not counted:
         task.handle(delivery, error)
     _log.error(
@@ -177,6 +179,8 @@ def _settle_elsewhere(
     runtime.outcomes.incr("recovered", task.name)
     if runtime.metrics is not None:
         runtime.metrics.record_recovered(state.failures)
+    if runtime.resolutions is not None:
+        runtime.resolutions.record([error.error_type], "settled_elsewhere")
     raise SettledElsewhere(result)
 
 

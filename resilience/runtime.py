@@ -25,6 +25,7 @@ from resilience.observability.metrics import ErrorMetrics
 from resilience.observability.outcomes import OutcomeCounter
 from resilience.observability.reporting import FailureReporter
 from resilience.patterns.history import ErrorHistory
+from resilience.patterns.resolutions import ResolutionLog
 from resilience.patterns.templates import MessageTemplater
 from resilience.policy.classify import Classifier
 from resilience.policy.handler import ErrorHandler
@@ -74,6 +75,8 @@ class ResilienceRuntime:
     recovery: RecoveryRegistry | None = None
     # The fleet's error history (patterns, prediction, runbooks); None: not kept.
     history: ErrorHistory | None = None
+    # How failures of each error type ended (runbooks' "what worked here"); None: not kept.
+    resolutions: ResolutionLog | None = None
 
 
 def build_resilience_runtime(
@@ -137,6 +140,7 @@ def build_resilience_runtime(
         reporters=reporters,
         recovery=recovery,
         history=history,
+        resolutions=ResolutionLog(client, keys),
     )
 
 

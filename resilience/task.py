@@ -40,7 +40,12 @@ from resilience.policy.handler import ErrorDetails
 from resilience.policy.resolver import Action, Decision, decide
 from resilience.recovery.result import RecoveryResult
 from resilience.recovery.runner import recovered_by
-from resilience.recovery.task_step import finish_recovered, recovery_deferral, try_recovery
+from resilience.recovery.task_step import (
+    finish_recovered,
+    record_success_after,
+    recovery_deferral,
+    try_recovery,
+)
 from resilience.runtime import RUNTIME_SETTING, ResilienceRuntime
 
 __all__ = ["HEADER", "RUNTIME_SETTING", "DeliveryState", "ResilienceRuntime", "ResilientTask"]
@@ -185,6 +190,7 @@ class ResilientTask(Task):  # type: ignore[type-arg]
             runtime.outcomes.incr("recovered", self.name)
             if runtime.metrics is not None:
                 runtime.metrics.record_recovered(state.failures)
+            record_success_after(runtime, state)
         return result
 
     def _dead_letter_before_run(

@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from resilience.errors import AlchemiserError
 from resilience.guard.resources import ResourceConfig
 from resilience.policy.domain import ClassifierDomain
 from resilience.recovery.registry import RecoveryRegistry
+from resilience.runbooks.guidance import Guidance
 from tasks.advice import TRADING_ADVICE
 from tasks.classification import TRADING_DOMAIN, TRADING_MESSAGE_MASKS
 from tasks.recovery import TradingErrorRecovery
 from tasks.resources import defaults_for
+from tasks.runbooks import TRADING_GUIDANCE
 
 __all__ = ["SPEC", "AppSpec", "PeriodicTask", "TaskRoute"]
 
@@ -56,6 +59,8 @@ class AppSpec:
     # (regex, replacement) pairs that mask the application's own values in error messages, so
     # the error history sees one template for "the same error, another symbol".
     message_masks: tuple[tuple[str, str], ...] = ()
+    # Runbook steps in the application's words for its own error families.
+    guidance: Mapping[type[AlchemiserError], Guidance] = field(default_factory=dict)
     # Modules a broker needs imported once before the pool forks (slow imports).
     broker_modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     periodic: tuple[PeriodicTask, ...] = ()
@@ -104,6 +109,7 @@ SPEC = AppSpec(
     advice=TRADING_ADVICE,
     recovery=TradingErrorRecovery,
     message_masks=TRADING_MESSAGE_MASKS,
+    guidance=TRADING_GUIDANCE,
     # alpaca-py takes ~2 s to import: once in the worker's parent, before the pool forks,
     # rather than in every child on its first order.
     broker_modules={"alpaca": ("tasks.brokers.alpaca",)},

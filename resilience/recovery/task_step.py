@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NoReturn
 
-from resilience.delivery import Delivery
+from resilience.delivery import Delivery, DeliveryState
 from resilience.errors import AlchemiserError
 from resilience.failure import SettledElsewhere, report
 from resilience.policy.resolver import Action, Decision
@@ -13,11 +13,12 @@ from resilience.recovery.registry import RecoveryRegistry
 from resilience.recovery.result import RecoveryResult
 from resilience.recovery.runner import run_recovery
 from resilience.recovery.strategy import RecoveryAttempt
+from resilience.runtime import ResilienceRuntime
 
 if TYPE_CHECKING:
     from resilience.task import ResilientTask
 
-__all__ = ["finish_recovered", "recovery_deferral", "try_recovery"]
+__all__ = ["finish_recovered", "record_success_after", "recovery_deferral", "try_recovery"]
 
 
 def try_recovery(
@@ -64,6 +65,8 @@ def finish_recovered(
     runtime.outcomes.incr("recovered", task.name)
     if runtime.metrics is not None:
         runtime.metrics.record_recovered(state.failures + 1)
+    if runtime.resolutions is not None:
+        runtime.resolutions.record([error.error_type], f"recovered:{recovered.strategy}")
     report(
         task, delivery, "recovered", error,
         state=state, reason=f"recovered by {recovered.strategy}: {recovered.action}",
@@ -80,3 +83,25 @@ def recovery_deferral(delivery: Delivery, wait_s: float, now_s: float) -> Decisi
     return Decision(
         Action.DEFER, min(wait_s, delivery.runtime.max_countdown_s), "recovered: run again"
     )
+
+
+def record_success_after(runtime: ResilienceRuntime, state: DeliveryState) -> None:
+    """A task that failed before succeeded: for each error type of its history, what worked
+    (the recovery strategy that made it wait, else succeeding at this attempt)."""
+    if runtime.resolutions is None:
+        return
+    recovered_by: dict[str, str] = {}
+    failed: set[str] = set()
+    for record in state.history:
+        error_type = record.get("error_type")
+        if not error_type:
+            continue
+        failed.add(error_type)
+        for result in record.get("recovery", ()):
+            if result.get("outcome") == "recovered":
+                recovered_by[error_type] = str(result.get("strategy"))
+    for strategy in sorted(set(recovered_by.values())):
+        runtime.resolutions.record(
+            [t for t, s in recovered_by.items() if s == strategy], f"recovered:{strategy}"
+        )
+    runtime.resolutions.record(failed - set(recovered_by), f"succeeded_at:{state.failures + 1}")

@@ -7,7 +7,18 @@ from typing import Annotated
 import typer
 
 from resilience.scrub import Scrubber
-from worker.cli import alerts, breaker, chaos, dlq, health, limits, orders, paper, patterns
+from worker.cli import (
+    alerts,
+    breaker,
+    chaos,
+    dlq,
+    health,
+    limits,
+    orders,
+    paper,
+    patterns,
+    runbook,
+)
 from worker.logging import configure_logging
 
 __all__ = ["app", "main"]
@@ -40,6 +51,7 @@ app.add_typer(alerts.app, name="alerts")
 app.command("health")(health.health)
 app.command("serve")(health.serve)
 app.command("patterns")(patterns.patterns)
+app.command("runbook")(runbook.runbook)
 
 
 @app.command("demo")
