@@ -25,7 +25,7 @@ from resilience.recovery.rate_limit import LimiterSlotRecovery
 from resilience.recovery.registry import DEFAULT_MAX_RECOVERIES, RecoveryRegistry
 from resilience.recovery.result import RecoveryResult
 from resilience.recovery.strategy import RecoveryAttempt
-from tasks.market_data.quote_book import quote_result
+from tasks.market_data.quote_book import QuoteBook, quote_result
 from tasks.ordering import order_differences
 from tasks.payloads import OrderRequest, QuoteRequest, parse_payload
 from tasks.runtime import trading_runtime
@@ -43,11 +43,14 @@ SUBMIT_ORDER = "tasks.submit_order"
 _ENDED = frozenset({"canceled", "cancelled", "expired", "rejected"})
 
 
-def _symbol(attempt: RecoveryAttempt) -> str | None:
+def _quote_request(name: str, attempt: RecoveryAttempt) -> tuple[str, QuoteBook] | RecoveryResult:
+    """The symbol asked for and this process's quote book, or why the strategy ``name`` does
+    not apply."""
     try:
-        return parse_payload(QuoteRequest, dict(attempt.kwargs)).symbol
+        symbol = parse_payload(QuoteRequest, dict(attempt.kwargs)).symbol
     except ValidationError:
-        return None
+        return RecoveryResult.not_applicable(name, "the request names no valid symbol")
+    return symbol, trading_runtime(attempt.task.app).quotes
 
 
 class SecondaryQuoteRecovery:
@@ -57,10 +60,10 @@ class SecondaryQuoteRecovery:
 
     def recover(self, attempt: RecoveryAttempt) -> RecoveryResult:
         """The second provider's quote, or why there is none."""
-        symbol = _symbol(attempt)
-        if symbol is None:
-            return RecoveryResult.not_applicable(self.name, "the request names no valid symbol")
-        book = trading_runtime(attempt.task.app).quotes
+        request = _quote_request(self.name, attempt)
+        if isinstance(request, RecoveryResult):
+            return request
+        symbol, book = request
         if book.fallback is None:
             return RecoveryResult.not_applicable(self.name, "no second provider is configured")
         try:
@@ -87,10 +90,10 @@ class CachedQuoteRecovery:
 
     def recover(self, attempt: RecoveryAttempt) -> RecoveryResult:
         """The cached quote, or why it cannot be used."""
-        symbol = _symbol(attempt)
-        if symbol is None:
-            return RecoveryResult.not_applicable(self.name, "the request names no valid symbol")
-        book = trading_runtime(attempt.task.app).quotes
+        request = _quote_request(self.name, attempt)
+        if isinstance(request, RecoveryResult):
+            return request
+        symbol, book = request
         cached = book.cache.last(symbol)
         if cached is None:
             return RecoveryResult.gave_up(self.name, f"no good quote of {symbol} is cached")

@@ -7,14 +7,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from resilience.deadletter.store import DeadLetter
+from resilience.delivery import HEADER, DeliveryState
 from resilience.guard.resources import BreakerConfig, ResourceConfig
 from resilience.policy.context import ErrorNotificationData
+from resilience.task import ResilientTask
 from tasks.payloads import OrderRequest
 
 __all__ = [
     "ORDER_VALID_UNTIL",
     "breaker",
     "dead_order",
+    "deliver_as_worker",
     "final_failure",
     "guarded",
     "order_request",
@@ -107,3 +110,27 @@ def order_request(coid: str = "alc-1", **changes: Any) -> OrderRequest:
     }
     fields.update(changes)
     return OrderRequest(**fields)
+
+
+def deliver_as_worker(
+    task: ResilientTask,
+    *,
+    task_id: str,
+    queue: str,
+    state: DeliveryState | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Run ``task`` as a worker delivers it from ``queue``: a request with the ``alchemiser``
+    header of ``state``, not called directly."""
+    headers = {HEADER: state.to_header()} if state is not None else {}
+    task.push_request(
+        id=task_id,
+        headers=headers,
+        delivery_info={"routing_key": queue, "redelivered": False},
+        called_directly=False,
+        hostname="worker-1@test",
+    )
+    try:
+        return task(**kwargs)
+    finally:
+        task.pop_request()

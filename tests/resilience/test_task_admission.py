@@ -45,13 +45,13 @@ from resilience.storage.connection import connect
 from resilience.storage.keys import KeySpace
 from resilience.task import (
     ADMISSION_JITTER,
-    HEADER,
     RUNTIME_SETTING,
     DeliveryState,
     ResilienceRuntime,
     ResilientTask,
 )
 from tasks.classification import trading_classifier
+from tests.builders import deliver_as_worker
 
 WINDOW, LEASES, BUDGET = 1, 5, 6  # indexes into KeySpace.resource(name)
 SEED = 7
@@ -201,19 +201,8 @@ def h(client: redis.Redis, keys: KeySpace, monkeypatch: pytest.MonkeyPatch) -> H
 
 
 def deliver(task: ResilientTask, *, state: DeliveryState | None = None, **kwargs: Any) -> Any:
-    """Run ``task`` as a worker delivers it: a request with headers, not called directly."""
-    headers = {HEADER: state.to_header()} if state is not None else {}
-    task.push_request(
-        id=TASK_ID,
-        headers=headers,
-        delivery_info={"routing_key": "trading", "redelivered": False},
-        called_directly=False,
-        hostname="worker-1@test",
-    )
-    try:
-        return task(**kwargs)
-    finally:
-        task.pop_request()
+    """Run ``task`` as a worker delivers it from ``trading``."""
+    return deliver_as_worker(task, task_id=TASK_ID, queue="trading", state=state, **kwargs)
 
 
 @pytest.fixture

@@ -32,7 +32,8 @@ from resilience.recovery.strategy import RecoveryAttempt
 from resilience.scrub import Scrubber
 from resilience.storage.clock import ManualClock
 from resilience.storage.keys import KeySpace
-from resilience.task import HEADER, RUNTIME_SETTING, DeliveryState, ResilienceRuntime, ResilientTask
+from resilience.task import RUNTIME_SETTING, DeliveryState, ResilienceRuntime, ResilientTask
+from tests.builders import deliver_as_worker
 
 TASK_ID = "task-r"
 SECRET = "sk-live-recovery-secret"
@@ -118,20 +119,11 @@ def h(client: redis.Redis, keys: KeySpace, monkeypatch: pytest.MonkeyPatch) -> H
 
 
 def deliver(task: ResilientTask, state: DeliveryState | None = None, **kwargs: Any) -> Any:
-    headers = {HEADER: state.to_header()} if state is not None else {}
-    task.push_request(
-        id=TASK_ID,
-        headers=headers,
-        delivery_info={"routing_key": "q", "redelivered": False},
-        called_directly=False,
-        hostname="worker-1@test",
-    )
+    """Run ``task`` as a worker would; a retry it publishes is captured by the harness."""
     try:
-        return task(**kwargs)
-    except Retry:  # published (captured by the harness)
+        return deliver_as_worker(task, task_id=TASK_ID, queue="q", state=state, **kwargs)
+    except Retry:
         return None
-    finally:
-        task.pop_request()
 
 
 def test_a_recovered_value_is_the_tasks_result_and_nothing_is_retried(h: Harness) -> None:
