@@ -40,6 +40,7 @@ ARGUMENTS: dict[Command, list[str]] = {
     ("breaker", "close"): ["broker.orders"],
     ("breaker", "reset"): ["broker.orders"],
     ("alerts", "ack"): ["{alert}"],
+    ("runbook",): ["TradingClientError"],
 }
 
 
