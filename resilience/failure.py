@@ -88,7 +88,7 @@ def dead_letter(
         _log.warning("dead_letters_evicted", count=len(evicted), ids=evicted[:10])
     runtime.outcomes.incr("dead_lettered", task.name)
     if runtime.resolutions is not None:
-        runtime.resolutions.record([error.error_type], "dead_lettered")
+        runtime.resolutions.record({error.error_type: "dead_lettered"})
     if not counted:
         task.handle(delivery, error)
     _log.error(
@@ -180,7 +180,7 @@ def _settle_elsewhere(
     if runtime.metrics is not None:
         runtime.metrics.record_recovered(state.failures)
     if runtime.resolutions is not None:
-        runtime.resolutions.record([error.error_type], "settled_elsewhere")
+        runtime.resolutions.record({error.error_type: "settled_elsewhere"})
     raise SettledElsewhere(result)
 
 

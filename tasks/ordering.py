@@ -6,12 +6,17 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
+from resilience.observability.outcomes import OutcomeCounter
+
 if TYPE_CHECKING:
     from tasks.brokers.base import Order
     from tasks.payloads import OrderRequest
 
 __all__ = [
     "DEADLINE_FORMAT",
+    "already_placed_result",
     "derive_client_order_id",
     "fill_order_defaults",
     "order_differences",
@@ -102,3 +107,15 @@ def _same(want: object, have: object) -> bool:
     if isinstance(want, str) and isinstance(have, str):
         return want.upper() == have.upper()
     return want == have
+
+
+def already_placed_result(
+    existing: Order, *, outcomes: OutcomeCounter, task_name: str
+) -> dict[str, Any]:
+    """The result of an order an earlier delivery placed (``existing`` is this very order):
+    logged and counted as a duplicate avoided."""
+    structlog.get_logger("alchemiser.trading").info(
+        "order_already_placed", client_order_id=existing.client_order_id
+    )
+    outcomes.incr("duplicate_avoided", task_name)
+    return {"order": existing.to_dict(), "duplicate_avoided": True}

@@ -26,7 +26,7 @@ from resilience.recovery.registry import DEFAULT_MAX_RECOVERIES, RecoveryRegistr
 from resilience.recovery.result import RecoveryResult
 from resilience.recovery.strategy import RecoveryAttempt
 from tasks.market_data.quote_book import QuoteBook, quote_result
-from tasks.ordering import order_differences
+from tasks.ordering import already_placed_result, order_differences
 from tasks.payloads import OrderRequest, QuoteRequest, parse_payload
 from tasks.runtime import trading_runtime
 
@@ -143,8 +143,9 @@ class OrderLookupRecovery:
                 f" {', '.join(differences)}): not this order",
                 **details,
             )
-        value = {"order": existing.to_dict(), "duplicate_avoided": True}
-        attempt.task.runtime.outcomes.incr("duplicate_avoided", attempt.task_name)
+        value = already_placed_result(
+            existing, outcomes=attempt.task.runtime.outcomes, task_name=attempt.task_name
+        )
         if existing.status in _ENDED:
             return RecoveryResult.recovered(
                 self.name,

@@ -27,7 +27,12 @@ from resilience.errors import (
 from resilience.task import DeliveryState, ResilientTask
 from tasks.application import application_task
 from tasks.brokers.base import Order
-from tasks.ordering import fill_order_defaults, order_differences, parse_deadline_s
+from tasks.ordering import (
+    already_placed_result,
+    fill_order_defaults,
+    order_differences,
+    parse_deadline_s,
+)
 from tasks.payloads import (
     CancelRequest,
     OrderRequest,
@@ -115,7 +120,7 @@ class OrderTask(TradingTask):
         existing = self.trading.broker.get_order_by_client_id(request.client_order_id)
         if existing is None or order_differences(request, existing):
             return None
-        return _placed_before(self, existing)
+        return already_placed_result(existing, outcomes=self.runtime.outcomes, task_name=self.name)
 
 
 def _already_placed(task: OrderTask, request: OrderRequest, existing: Order) -> dict[str, Any]:
@@ -132,14 +137,7 @@ def _already_placed(task: OrderTask, request: OrderRequest, existing: Order) -> 
             f" the broker; this order was not placed. Differs in: {described}",
             details={"broker_order_id": existing.id, "differing_fields": list(differences)},
         )
-    return _placed_before(task, existing)
-
-
-def _placed_before(task: OrderTask, existing: Order) -> dict[str, Any]:
-    """The result of an order an earlier delivery placed (``existing`` is this very order)."""
-    _log.info("order_already_placed", client_order_id=existing.client_order_id)
-    task.runtime.outcomes.incr("duplicate_avoided", task.name)
-    return {"order": existing.to_dict(), "duplicate_avoided": True}
+    return already_placed_result(existing, outcomes=task.runtime.outcomes, task_name=task.name)
 
 
 @application_task(base=OrderTask, name="tasks.submit_order")

@@ -14,7 +14,7 @@ Recording is best effort, like the metrics: a Redis error is logged, never raise
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import cast
 
 import structlog
@@ -36,19 +36,18 @@ class ResolutionLog:
         self._client = client
         self._key = keys.app_key("patterns", "resolutions")
 
-    def record(self, error_types: Iterable[str], how: str) -> None:
-        """Count one ending ``how`` for each of ``error_types`` (one round trip)."""
-        names = sorted(set(error_types))
-        if not names:
+    def record(self, endings: Mapping[str, str]) -> None:
+        """Count one ending per error type (``error type -> how``), in one round trip."""
+        if not endings:
             return
         pipe = self._client.pipeline(transaction=False)
-        for name in names:
+        for name, how in sorted(endings.items()):
             pipe.hincrby(self._key, f"{name}|{how}", 1)
         pipe.expire(self._key, RETENTION_S)
         try:
             pipe.execute()
         except RedisError as unavailable:
-            _log.warning("resolution_not_recorded", how=how, error=str(unavailable))
+            _log.warning("resolution_not_recorded", endings=dict(endings), error=str(unavailable))
 
     def counts(self, error_type: str) -> dict[str, int]:
         """``how`` -> count for ``error_type``."""

@@ -66,7 +66,7 @@ def finish_recovered(
     if runtime.metrics is not None:
         runtime.metrics.record_recovered(state.failures + 1)
     if runtime.resolutions is not None:
-        runtime.resolutions.record([error.error_type], f"recovered:{recovered.strategy}")
+        runtime.resolutions.record({error.error_type: f"recovered:{recovered.strategy}"})
     report(
         task, delivery, "recovered", error,
         state=state, reason=f"recovered by {recovered.strategy}: {recovered.action}",
@@ -90,18 +90,13 @@ def record_success_after(runtime: ResilienceRuntime, state: DeliveryState) -> No
     (the recovery strategy that made it wait, else succeeding at this attempt)."""
     if runtime.resolutions is None:
         return
-    recovered_by: dict[str, str] = {}
-    failed: set[str] = set()
+    endings: dict[str, str] = {}
     for record in state.history:
         error_type = record.get("error_type")
         if not error_type:
             continue
-        failed.add(error_type)
+        endings.setdefault(error_type, f"succeeded_at:{state.failures + 1}")
         for result in record.get("recovery", ()):
             if result.get("outcome") == "recovered":
-                recovered_by[error_type] = str(result.get("strategy"))
-    for strategy in sorted(set(recovered_by.values())):
-        runtime.resolutions.record(
-            [t for t, s in recovered_by.items() if s == strategy], f"recovered:{strategy}"
-        )
-    runtime.resolutions.record(failed - set(recovered_by), f"succeeded_at:{state.failures + 1}")
+                endings[error_type] = f"recovered:{result.get('strategy')}"
+    runtime.resolutions.record(endings)
